@@ -1,0 +1,85 @@
+"""Equivariant PnP (Terris, Moreau, Pustelnik, Tachella, CVPR 2024) as a denoiser wrapper.
+
+    D_g(x) = T_g⁻¹ D(T_g x)
+
+``mode=random``: one g drawn per call (so one per PnP iteration) from a seeded generator.
+``mode=average``: the deterministic Reynolds average (1/|G|) Σ_g T_g⁻¹ D(T_g x), whose Lipschitz constant is at
+most D's. G is the 8 rotations by multiples of 90° and flips (``rotations_flips``), optionally times circular
+shifts by (dy, dx) ∈ {−s, …, s}² (``max_shift`` = s). Being a ``deepinv.models.Denoiser``, the wrapper works in
+every scheme of ``pnp`` and in deepinv's own algorithms.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from deepinv.models import Denoiser
+
+from pnp.errors import check
+
+MODES = ("random", "average")
+Element = tuple[int, bool, int, int]  # (quarter turns, horizontal flip, shift y, shift x)
+
+
+def group_elements(rotations_flips: bool, max_shift: int) -> list[Element]:
+    """The group's elements; the identity comes first."""
+    turns = range(4) if rotations_flips else range(1)
+    flips = (False, True) if rotations_flips else (False,)
+    shifts = range(-max_shift, max_shift + 1)
+    shifts = sorted(shifts, key=abs)  # 0 first
+    return list(itertools.product(turns, flips, shifts, shifts))
+
+
+def transform(x: torch.Tensor, g: Element) -> torch.Tensor:
+    """T_g x: shift, then flip, then rotate (on the last two dimensions)."""
+    turns, flip, dy, dx = g
+    if dy or dx:
+        x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k=turns, dims=(-2, -1)) if turns else x
+
+
+def inverse_transform(x: torch.Tensor, g: Element) -> torch.Tensor:
+    """T_g⁻¹ x."""
+    turns, flip, dy, dx = g
+    if turns:
+        x = torch.rot90(x, k=-turns, dims=(-2, -1))
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.roll(x, shifts=(-dy, -dx), dims=(-2, -1)) if dy or dx else x
+
+
+class EquivariantDenoiser(Denoiser):
+    """Make any denoiser equivariant to rotations/flips (and optionally shifts), by sampling or averaging."""
+
+    def __init__(self, denoiser: Denoiser, mode: str = "random", rotations_flips: bool = True,
+                 max_shift: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        check(mode in MODES, f"equivariant mode must be one of {MODES}, got {mode!r}")
+        check(isinstance(max_shift, int) and max_shift >= 0, f"max_shift must be an integer >= 0, got {max_shift!r}")
+        check(rotations_flips or max_shift > 0, "the equivariance group is trivial: enable rotations_flips or shifts")
+        self.denoiser, self.mode = denoiser, mode
+        self.elements = group_elements(rotations_flips, max_shift)
+        self.generator = torch.Generator().manual_seed(int(seed))  # CPU draws: no device synchronisation
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.mode == "random":
+            g = self.elements[int(torch.randint(len(self.elements), (1,), generator=self.generator))]
+            return inverse_transform(self.denoiser(transform(x, g), sigma, **kwargs), g)
+        return self.average(x, sigma, **kwargs)
+
+    def average(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
+        """(1/|G|) Σ_g T_g⁻¹ D(T_g x), evaluated as one batched call per output shape."""
+        by_shape: dict[torch.Size, list[Element]] = {}
+        for g in self.elements:
+            by_shape.setdefault(transform(x[:1, :1], g).shape, []).append(g)
+        total = torch.zeros_like(x)
+        b = x.shape[0]
+        for group in by_shape.values():
+            sig = sigma.repeat(len(group)) if torch.is_tensor(sigma) and sigma.numel() > 1 else sigma
+            out = self.denoiser(torch.cat([transform(x, g) for g in group]), sig, **kwargs)
+            for i, g in enumerate(group):
+                total += inverse_transform(out[i * b : (i + 1) * b], g)
+        return total / len(self.elements)

@@ -1,0 +1,166 @@
+"""Convergence monitor kept on the solver's device.
+
+Per iteration k and batch element b it records ‖x_k − x_{k−1}‖, c_k = ‖x_k − x_{k−1}‖ / ‖x_0‖ (the quantity of
+Pesquet et al. 2021, expected to decrease monotonically for averaged operators), the PSNR against the ground
+truth when known, the data-fidelity value f(x_k) and the elapsed time. Everything lives in tensors preallocated
+on the device; the host only reads them every ``check_every`` iterations (one synchronisation) to decide
+whether to stop, and once at the end. Elapsed times on CUDA come from CUDA events, read at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from pnp.errors import check, check_positive
+
+PROGRESS_DELAY_S = 2.0
+
+
+@dataclass
+class History:
+    """Per-iteration statistics on the CPU; row k describes the iterate x_{k+1} (x_0 is the start)."""
+
+    residual: torch.Tensor  # [n, B] ‖x_k − x_{k−1}‖
+    rel_residual: torch.Tensor  # [n, B] c_k = ‖x_k − x_{k−1}‖ / ‖x_0‖
+    psnr: torch.Tensor | None  # [n, B] PSNR(x_k, x_true)
+    fidelity: torch.Tensor | None  # [n, B] f(x_k)
+    time_s: torch.Tensor  # [n] seconds since the start of the loop
+    converged: bool
+    diverged: bool
+    message: str
+
+    @property
+    def iterations(self) -> int:
+        return self.residual.shape[0]
+
+    def rows(self) -> list[dict[str, float | int]]:
+        """One dict per iteration, batch-averaged (the CSV layout)."""
+        cols = {"residual": self.residual, "rel_residual": self.rel_residual,
+                "psnr": self.psnr, "fidelity": self.fidelity}
+        means = {k: v.double().mean(dim=1).tolist() for k, v in cols.items() if v is not None}
+        return [{"iter": i + 1, **{k: v[i] for k, v in means.items()}, "time_s": float(self.time_s[i])}
+                for i in range(self.iterations)]
+
+
+def batch_norm(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each batch element: [B, ...] → [B]."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def batch_psnr(x: torch.Tensor, ref: torch.Tensor, max_pixel: float = 1.0) -> torch.Tensor:
+    """PSNR of each batch element in dB, computed on the device (no host synchronisation)."""
+    mse = (x - ref).flatten(1).pow(2).mean(dim=1)
+    return 10.0 * torch.log10(max_pixel**2 / mse)
+
+
+class ConvergenceMonitor:
+    """Records iteration statistics on the device and decides when a scheme stops.
+
+    Stops when every batch element has c_k < ``tol`` (checked every ``check_every`` iterations) or at
+    ``max_iter``. Declares divergence when a residual is NaN/Inf or exceeds ``divergence_factor`` times the first
+    residual; the last finite iterate of each batch element is kept (:attr:`last_finite`).
+    """
+
+    def __init__(self, max_iter: int = 300, tol: float = 1e-5, check_every: int = 10,
+                 divergence_factor: float = 1e3, progress: bool = True) -> None:
+        check(isinstance(max_iter, int) and max_iter >= 1, f"max_iter must be a positive integer, got {max_iter!r}")
+        check(isinstance(check_every, int) and check_every >= 1,
+              f"check_every must be a positive integer, got {check_every!r}")
+        self.max_iter, self.check_every = max_iter, check_every
+        self.tol = check_positive("tol", tol)
+        self.divergence_factor = check_positive("divergence_factor", divergence_factor)
+        self.progress = progress
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self, x0: torch.Tensor, x_true: torch.Tensor | None = None, track_fidelity: bool = True) -> None:
+        """Allocate the buffers on ``x0``'s device; call once before the first iteration."""
+        n, b = self.max_iter, x0.shape[0]
+        opts = {"device": x0.device, "dtype": torch.float64 if x0.dtype == torch.float64 else torch.float32}
+        self._residual = torch.full((n, b), math.nan, **opts)
+        self._psnr = torch.full((n, b), math.nan, **opts) if x_true is not None else None
+        self._fidelity = torch.full((n, b), math.nan, **opts) if track_fidelity else None
+        self._x0_norm = batch_norm(x0).to(opts["dtype"]).clamp_min(torch.finfo(opts["dtype"]).tiny)
+        self._x_true = x_true
+        self.last_finite = x0.clone()
+        self._cuda = x0.device.type == "cuda"
+        self._times = torch.zeros(n, dtype=torch.float64)
+        self._events: list = []
+        self._t0 = time.perf_counter()
+        if self._cuda:
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event.record()
+        self._checked = 0  # iterations already examined by should_stop
+        self._stop_message = ""
+        self.converged = self.diverged = False
+        self._bar = tqdm(total=n, delay=PROGRESS_DELAY_S, leave=False, disable=not self.progress, unit="it")
+
+    def record(self, k: int, x: torch.Tensor, x_prev: torch.Tensor) -> None:
+        """Statistics of iterate x_{k+1} = ``x`` (row ``k``, 0-based) against x_k = ``x_prev``."""
+        diff = batch_norm(x - x_prev)
+        self._residual[k] = diff
+        if self._psnr is not None:
+            self._psnr[k] = batch_psnr(x, self._x_true)
+        finite = torch.isfinite(diff).view(-1, *([1] * (x.dim() - 1)))
+        self.last_finite = torch.where(finite, x, self.last_finite)
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._events.append(event)
+        else:
+            self._times[k] = time.perf_counter() - self._t0
+
+    def record_fidelity(self, k: int, value: torch.Tensor) -> None:
+        """f(x_{k+1}) for row ``k`` (schemes often get it for free from the next gradient evaluation)."""
+        if self._fidelity is not None and 0 <= k < self.max_iter:
+            self._fidelity[k] = value
+
+    def should_stop(self, k: int) -> bool:
+        """True when the run must stop after row ``k``; reads the device only at check points."""
+        last = k + 1 == self.max_iter
+        if (k + 1) % self.check_every and not last:
+            return False
+        start, self._checked = self._checked, k + 1
+        window = self._residual[start : k + 1]
+        rel = self._residual[k] / self._x0_norm
+        reference = self._residual[0].clamp_min(self.tol * self._x0_norm)
+        blowup = ~torch.isfinite(window) | (window > self.divergence_factor * reference)
+        flags = torch.stack([blowup.any().to(rel), (rel < self.tol).all().to(rel), rel.max()]).tolist()  # one sync
+        diverged, converged, worst = bool(flags[0]), bool(flags[1]), flags[2]
+        self._bar.update(k + 1 - start)
+        self._bar.set_postfix_str(f"c_k={worst:.2e}", refresh=False)
+        if diverged:
+            first = start + int(blowup.any(dim=1).nonzero()[0, 0])
+            self.diverged = True
+            self._stop_message = (f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
+                                  f"{self.divergence_factor:g}× its first value; returning the last finite iterate")
+        elif converged:
+            self.converged = True
+            self._stop_message = f"converged in {k + 1} iterations (c_k < {self.tol:g})"
+        elif last:
+            self._stop_message = f"reached max_iter={self.max_iter} with c_k={worst:.3e} >= tol={self.tol:g}"
+        return diverged or converged or last
+
+    def finish(self, k: int) -> History:
+        """Close the run after row ``k`` and return the statistics on the CPU."""
+        self._bar.close()
+        n = k + 1
+        if self._cuda:
+            torch.cuda.synchronize()
+            self._times[:n] = torch.tensor([self._start_event.elapsed_time(e) / 1e3 for e in self._events[:n]],
+                                           dtype=torch.float64)
+        residual = self._residual[:n].cpu()
+        return History(
+            residual=residual,
+            rel_residual=residual / self._x0_norm.cpu(),
+            psnr=None if self._psnr is None else self._psnr[:n].cpu(),
+            fidelity=None if self._fidelity is None else self._fidelity[:n].cpu(),
+            time_s=self._times[:n].clone(),
+            converged=self.converged,
+            diverged=self.diverged,
+            message=self._stop_message,
+        )

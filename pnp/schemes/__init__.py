@@ -1,0 +1,7 @@
+"""PnP schemes that carry the convergence monitor."""
+
+from pnp.schemes.admm import ADMM
+from pnp.schemes.base import Result, Scheme
+from pnp.schemes.pgd import PGD
+
+__all__ = ["ADMM", "PGD", "Result", "Scheme"]

@@ -1,0 +1,137 @@
+"""The fixed-point loop shared by every PnP scheme: monitor, stopping, step-size bounds, inference mode."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from deepinv.models import Denoiser
+from deepinv.optim import DataFidelity
+from deepinv.optim.data_fidelity import L2
+from deepinv.physics import LinearPhysics
+
+from pnp.errors import ConfigError, check_positive
+from pnp.monitor import ConvergenceMonitor, History
+
+log = logging.getLogger("pnp")
+
+
+@dataclass
+class Result:
+    """The reconstruction and its per-iteration history."""
+
+    x: torch.Tensor
+    history: History
+    stepsize: float
+
+    @property
+    def converged(self) -> bool:
+        return self.history.converged
+
+    @property
+    def diverged(self) -> bool:
+        return self.history.diverged
+
+
+@dataclass
+class Context:
+    """Everything one iteration needs; built once per run (constants such as γ are not recomputed)."""
+
+    y: torch.Tensor
+    physics: LinearPhysics
+    fidelity: DataFidelity
+    denoiser: Denoiser
+    sigma: float
+    gamma: float
+    monitor: ConvergenceMonitor
+
+    def fidelity_value(self, ax: torch.Tensor) -> torch.Tensor:
+        """f(x) per batch element from an already computed A x."""
+        return self.fidelity.d.fn(ax, self.y)
+
+
+def gradient_lipschitz(fidelity: DataFidelity, norm: float) -> float | None:
+    """Lipschitz constant of ∇f(x) = Aᵀ∇d(Ax): ‖A‖² / σ² for the L2 fidelity; None when unbounded."""
+    return norm**2 * float(fidelity.norm) if isinstance(fidelity, L2) else None
+
+
+class Scheme(ABC):
+    """A PnP fixed-point iteration x_{k+1} = T(x_k) run under a :class:`ConvergenceMonitor`.
+
+    ``stepsize`` γ defaults to ``step_factor / L`` with L the Lipschitz constant of ∇f (from ‖A‖, computed once
+    per problem). A step outside the scheme's convergence bound logs a warning, or raises with ``strict=True``.
+    """
+
+    def __init__(self, stepsize: float | None = None, step_factor: float = 1.0, strict: bool = False) -> None:
+        self.stepsize = None if stepsize is None else check_positive("stepsize", stepsize)
+        self.step_factor = check_positive("step_factor", step_factor)
+        self.strict = strict
+
+    # -- what a scheme defines ------------------------------------------------------------------------------
+    @abstractmethod
+    def init_state(self, x0: torch.Tensor, ctx: Context) -> Any:
+        """The scheme's state before the first iteration."""
+
+    @abstractmethod
+    def step(self, state: Any, ctx: Context, k: int) -> Any:
+        """One iteration: the state after iteration ``k`` (0-based); may record fidelity values."""
+
+    @abstractmethod
+    def iterate(self, state: Any) -> torch.Tensor:
+        """The monitored iterate x_k of ``state``."""
+
+    def finalize(self, state: Any, ctx: Context, k: int) -> None:  # noqa: B027 (optional hook)
+        """Work after the last iteration ``k`` (e.g. the fidelity of the last iterate)."""
+
+    def check_bounds(self, gamma: float, lipschitz: float | None) -> None:  # noqa: B027 (optional hook)
+        """Warn (or raise when strict) if the parameters leave the scheme's convergence guarantee."""
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def violation(self, message: str) -> None:
+        """A parameter outside the convergence bound: a warning, or an error with ``strict=True``."""
+        if self.strict:
+            raise ConfigError(f"{message} (strict=true)")
+        log.warning("%s; convergence is not guaranteed", message)
+
+    def resolve_stepsize(self, fidelity: DataFidelity, norm: float) -> tuple[float, float | None]:
+        lipschitz = gradient_lipschitz(fidelity, norm)
+        gamma = self.stepsize if self.stepsize is not None else self.step_factor / (lipschitz or norm**2)
+        self.check_bounds(gamma, lipschitz)
+        return gamma, lipschitz
+
+    def run(
+        self,
+        y: torch.Tensor,
+        physics: LinearPhysics,
+        denoiser: Denoiser,
+        sigma: float,
+        x0: torch.Tensor,
+        *,
+        norm: float,
+        fidelity: DataFidelity | None = None,
+        monitor: ConvergenceMonitor | None = None,
+        x_true: torch.Tensor | None = None,
+    ) -> Result:
+        """Iterate from ``x0`` until the monitor stops; ``norm`` is ‖A‖ (see :attr:`pnp.problems.Problem.norm`)."""
+        fidelity = fidelity if fidelity is not None else L2()
+        monitor = monitor if monitor is not None else ConvergenceMonitor()
+        gamma, _ = self.resolve_stepsize(fidelity, norm)
+        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor)
+        with torch.inference_mode():
+            state = self.init_state(x0, ctx)
+            monitor.start(x0, x_true)
+            x_prev = x0
+            for k in range(monitor.max_iter):
+                state = self.step(state, ctx, k)
+                x = self.iterate(state)
+                monitor.record(k, x, x_prev)
+                if monitor.should_stop(k):
+                    break
+                x_prev = x
+            self.finalize(state, ctx, k)
+            history = monitor.finish(k)
+            x_out = monitor.last_finite if history.diverged else x
+        return Result(x=x_out.clone(), history=history, stepsize=gamma)
