@@ -17,13 +17,17 @@ def check(condition: bool, message: str) -> None:
 
 def check_nonnegative(name: str, value: float) -> float:
     """A finite, non-negative number (noise levels, regularisation weights)."""
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
-          f"{name} must be a finite number >= 0, got {value!r}")
+    check(
+        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+        f"{name} must be a finite number >= 0, got {value!r}",
+    )
     return float(value)
 
 
 def check_positive(name: str, value: float) -> float:
     """A finite, strictly positive number (step sizes, tolerances)."""
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-          f"{name} must be a finite number > 0, got {value!r}")
+    check(
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+        f"{name} must be a finite number > 0, got {value!r}",
+    )
     return float(value)

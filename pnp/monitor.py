@@ -40,11 +40,17 @@ class History:
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per iteration, batch-averaged (the CSV layout)."""
-        cols = {"residual": self.residual, "rel_residual": self.rel_residual,
-                "psnr": self.psnr, "fidelity": self.fidelity}
+        cols = {
+            "residual": self.residual,
+            "rel_residual": self.rel_residual,
+            "psnr": self.psnr,
+            "fidelity": self.fidelity,
+        }
         means = {k: v.double().mean(dim=1).tolist() for k, v in cols.items() if v is not None}
-        return [{"iter": i + 1, **{k: v[i] for k, v in means.items()}, "time_s": float(self.time_s[i])}
-                for i in range(self.iterations)]
+        return [
+            {"iter": i + 1, **{k: v[i] for k, v in means.items()}, "time_s": float(self.time_s[i])}
+            for i in range(self.iterations)
+        ]
 
 
 def batch_norm(x: torch.Tensor) -> torch.Tensor:
@@ -66,11 +72,19 @@ class ConvergenceMonitor:
     residual; the last finite iterate of each batch element is kept (:attr:`last_finite`).
     """
 
-    def __init__(self, max_iter: int = 300, tol: float = 1e-5, check_every: int = 10,
-                 divergence_factor: float = 1e3, progress: bool = True) -> None:
+    def __init__(
+        self,
+        max_iter: int = 300,
+        tol: float = 1e-5,
+        check_every: int = 10,
+        divergence_factor: float = 1e3,
+        progress: bool = True,
+    ) -> None:
         check(isinstance(max_iter, int) and max_iter >= 1, f"max_iter must be a positive integer, got {max_iter!r}")
-        check(isinstance(check_every, int) and check_every >= 1,
-              f"check_every must be a positive integer, got {check_every!r}")
+        check(
+            isinstance(check_every, int) and check_every >= 1,
+            f"check_every must be a positive integer, got {check_every!r}",
+        )
         self.max_iter, self.check_every = max_iter, check_every
         self.tol = check_positive("tol", tol)
         self.divergence_factor = check_positive("divergence_factor", divergence_factor)
@@ -136,8 +150,10 @@ class ConvergenceMonitor:
         if diverged:
             first = start + int(blowup.any(dim=1).nonzero()[0, 0])
             self.diverged = True
-            self._stop_message = (f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
-                                  f"{self.divergence_factor:g}× its first value; returning the last finite iterate")
+            self._stop_message = (
+                f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
+                f"{self.divergence_factor:g}× its first value; returning the last finite iterate"
+            )
         elif converged:
             self.converged = True
             self._stop_message = f"converged in {k + 1} iterations (c_k < {self.tol:g})"
@@ -151,8 +167,9 @@ class ConvergenceMonitor:
         n = k + 1
         if self._cuda:
             torch.cuda.synchronize()
-            self._times[:n] = torch.tensor([self._start_event.elapsed_time(e) / 1e3 for e in self._events[:n]],
-                                           dtype=torch.float64)
+            self._times[:n] = torch.tensor(
+                [self._start_event.elapsed_time(e) / 1e3 for e in self._events[:n]], dtype=torch.float64
+            )
         residual = self._residual[:n].cpu()
         return History(
             residual=residual,

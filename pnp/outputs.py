@@ -54,8 +54,11 @@ def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, 
     obs = m["psnr_observation"]
     panels = [
         ("ground truth", problem.x_true, True),
-        (f"observation ({obs:.2f} dB)" if obs is not None else f"observation {tuple(problem.y.shape[1:])}",
-         problem.y, obs is not None),
+        (
+            f"observation ({obs:.2f} dB)" if obs is not None else f"observation {tuple(problem.y.shape[1:])}",
+            problem.y,
+            obs is not None,
+        ),
         (f"initialisation ({m['psnr_init']:.2f} dB)", problem.x0, True),
         (f"result ({m['psnr']:.2f} dB{', DIVERGED' if m['diverged'] else ''})", result.x, True),
     ]
@@ -66,8 +69,9 @@ def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, 
     plot_curves(run_dir / "convergence.png", {title: curve}, title=title)
 
 
-def write_run(run_dir: Path, problem: Problem, result: Result, extra: dict[str, Any], title: str,
-              plots: bool = True) -> dict[str, Any]:
+def write_run(
+    run_dir: Path, problem: Problem, result: Result, extra: dict[str, Any], title: str, plots: bool = True
+) -> dict[str, Any]:
     """Write metrics.json, history.csv and (with ``plots``) reconstruction.png and convergence.png."""
     run_dir.mkdir(parents=True, exist_ok=True)
     m = {**metrics(problem, result), **extra}

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 Curve = Mapping[str, Sequence[float]]  # keys: iter, rel_residual, psnr (optional)
 
@@ -30,8 +30,7 @@ def plot_reconstruction(path: Path, panels: Sequence[tuple[str, torch.Tensor, bo
     for ax, (title, image, is_image) in zip(axes, panels, strict=True):
         arr = to_display(image)
         limits = {"vmin": 0.0, "vmax": 1.0} if is_image else {}
-        ax.imshow(arr, cmap="gray", aspect="equal" if arr.shape[0] > 1 else "auto", interpolation="nearest",
-                  **limits)
+        ax.imshow(arr, cmap="gray", aspect="equal" if arr.shape[0] > 1 else "auto", interpolation="nearest", **limits)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()

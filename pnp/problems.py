@@ -23,6 +23,9 @@ KERNELS = ("gaussian", "motion", "uniform")
 PADDINGS = ("circular", "reflect", "replicate", "valid")
 NOISES = ("gaussian", "poisson")
 CS_OPERATORS = ("dense", "spc")
+#: Inner conjugate-gradient settings for prox_{γf} and A⁺ when the physics has no closed form (deepinv's default
+#: tolerance, 1e-4, leaves PnP-ADMM at a visibly wrong fixed point).
+CG_TOL, CG_MAX_ITER = 1e-7, 200
 #: Largest image (pixels) for the dense Gaussian CS matrix: beyond it construction takes minutes and GBs.
 DENSE_CS_MAX_PIXELS = 128 * 128
 
@@ -48,8 +51,9 @@ class Problem:
         start = torch.randn(self.x_true[:1].shape, generator=generator(self.seed, torch.device("cpu")))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deepinv warns when the power iteration stops at max_iter
-            value = self.physics.compute_norm(start.to(self.x_true), max_iter=100, tol=1e-4, verbose=False,
-                                              squared=False)
+            value = self.physics.compute_norm(
+                start.to(self.x_true), max_iter=100, tol=1e-4, verbose=False, squared=False
+            )
         return float(value)
 
 
@@ -72,8 +76,10 @@ def initialise(how: str, y: torch.Tensor, physics: LinearPhysics, x: torch.Tenso
         "zeros": lambda: torch.zeros_like(x),
     }
     check(how in inits, f"init must be one of {sorted(inits)}, got {how!r}")
-    check(how != "observation" or y.shape == x.shape,
-          f"init=observation needs measurements of the image's shape, got {tuple(y.shape)}; use init=adjoint")
+    check(
+        how != "observation" or y.shape == x.shape,
+        f"init=observation needs measurements of the image's shape, got {tuple(y.shape)}; use init=adjoint",
+    )
     check(how != "fbp" or isinstance(physics, dinv.physics.Tomography), "init=fbp is for tomography only")
     with torch.no_grad():
         return inits[how]()
@@ -82,6 +88,7 @@ def initialise(how: str, y: torch.Tensor, physics: LinearPhysics, x: torch.Tenso
 def measure(name: str, x: torch.Tensor, physics: LinearPhysics, seed: int, init: str, **info) -> Problem:
     """Apply the physics and its noise model to ``x`` and build the :class:`Problem`. The physics must already be
     in ``x``'s dtype: ``Module.to(dtype)`` would drop the imaginary part of ``BlurFFT``'s complex mask."""
+    physics.tol, physics.max_iter = CG_TOL, CG_MAX_ITER
     with torch.no_grad():
         y = physics(x)
     return Problem(name, x, y, physics, initialise(init, y, physics, x), info, seed)
@@ -91,8 +98,10 @@ def blur_kernel(kind: str, size: int | None, blur_sigma: float, seed: int, devic
     """A [1, 1, k, k] kernel summing to one: Gaussian (std ``blur_sigma``), motion (random, from ``seed``)
     or uniform (box)."""
     check(kind in KERNELS, f"kernel must be one of {KERNELS}, got {kind!r}")
-    check(size is None or (isinstance(size, int) and size >= 1 and size % 2 == 1),
-          f"kernel_size must be an odd positive integer, got {size!r}")
+    check(
+        size is None or (isinstance(size, int) and size >= 1 and size % 2 == 1),
+        f"kernel_size must be an odd positive integer, got {size!r}",
+    )
     if kind == "gaussian":
         s = check_positive("blur_sigma", blur_sigma)
         psf = None if size is None else (size, size)
@@ -174,8 +183,10 @@ def cs(
     rng = generator(seed, x.device)
     noise_m = noise_model(noise, noise_sigma, poisson_gain, generator(seed + 1, x.device))
     if operator == "dense":
-        check(c * h * w <= DENSE_CS_MAX_PIXELS,
-              f"dense CS at {c}×{h}×{w} is too large (max {DENSE_CS_MAX_PIXELS} values); use operator=spc")
+        check(
+            c * h * w <= DENSE_CS_MAX_PIXELS,
+            f"dense CS at {c}×{h}×{w} is too large (max {DENSE_CS_MAX_PIXELS} values); use operator=spc",
+        )
         physics = dinv.physics.CompressedSensing(
             m=m, img_size=(c, h, w), dtype=x.dtype, device=x.device, rng=rng, noise_model=noise_m
         )

@@ -11,8 +11,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
-    check(name in ("auto", "cpu", "cuda") or name.startswith("cuda:"),
-          f"device must be auto, cpu or cuda, got {name!r}")
+    check(
+        name in ("auto", "cpu", "cuda") or name.startswith("cuda:"), f"device must be auto, cpu or cuda, got {name!r}"
+    )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -69,8 +69,11 @@ def build_denoiser(cfg: DictConfig, device: torch.device, dtype: torch.dtype) ->
 def label(cfg: DictConfig) -> str:
     """Short description of the run: problem, scheme, denoiser (and equivariance)."""
     eq = cfg.get("equivariant")
-    parts = [cfg.problem._target_.rsplit(".", 1)[-1], cfg.scheme._target_.rsplit(".", 1)[-1],
-             f"{cfg.denoiser.name}(σ={cfg.denoiser.sigma:g})"]
+    parts = [
+        cfg.problem._target_.rsplit(".", 1)[-1],
+        cfg.scheme._target_.rsplit(".", 1)[-1],
+        f"{cfg.denoiser.name}(σ={cfg.denoiser.sigma:g})",
+    ]
     return " · ".join(parts + ([f"equivariant-{eq.mode}"] if eq else []))
 
 
@@ -82,21 +85,36 @@ def solve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     denoiser = build_denoiser(cfg, device, dtype)
     scheme, fidelity, monitor = instantiate(cfg.scheme), instantiate(cfg.fidelity), instantiate(cfg.monitor)
     start = time.perf_counter()
-    result = scheme.run(problem.y, problem.physics, denoiser, cfg.denoiser.sigma, problem.x0, norm=problem.norm,
-                        fidelity=fidelity, monitor=monitor, x_true=problem.x_true)
+    result = scheme.run(
+        problem.y,
+        problem.physics,
+        denoiser,
+        cfg.denoiser.sigma,
+        problem.x0,
+        norm=problem.norm,
+        fidelity=fidelity,
+        monitor=monitor,
+        x_true=problem.x_true,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    extra = {"wall_time_s": wall, "device": str(device), "label": label(cfg),
-             "config": OmegaConf.to_container(cfg, resolve=True)}
+    extra = {
+        "wall_time_s": wall,
+        "device": str(device),
+        "label": label(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
     return write_run(run_dir, problem, result, extra, title=label(cfg), plots=cfg.plots)
 
 
 def summary(m: dict[str, Any]) -> str:
     state = "DIVERGED" if m["diverged"] else ("converged" if m["converged"] else "not converged")
     init = f"{m['psnr_init']:.2f}"
-    return (f"{m['label']}: PSNR {init} -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['iterations']} it, "
-            f"{state} (c_k={m['final_rel_residual']:.2e}), {m['wall_time_s']:.1f} s on {m['device']}")
+    return (
+        f"{m['label']}: PSNR {init} -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['iterations']} it, "
+        f"{state} (c_k={m['final_rel_residual']:.2e}), {m['wall_time_s']:.1f} s on {m['device']}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="solve")

@@ -54,8 +54,9 @@ def inverse_transform(x: torch.Tensor, g: Element) -> torch.Tensor:
 class EquivariantDenoiser(Denoiser):
     """Make any denoiser equivariant to rotations/flips (and optionally shifts), by sampling or averaging."""
 
-    def __init__(self, denoiser: Denoiser, mode: str = "random", rotations_flips: bool = True,
-                 max_shift: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self, denoiser: Denoiser, mode: str = "random", rotations_flips: bool = True, max_shift: int = 0, seed: int = 0
+    ) -> None:
         super().__init__()
         check(mode in MODES, f"equivariant mode must be one of {MODES}, got {mode!r}")
         check(isinstance(max_shift, int) and max_shift >= 0, f"max_shift must be an integer >= 0, got {max_shift!r}")

@@ -18,8 +18,9 @@ from pnp.schemes.base import Context, Scheme
 class PGD(Scheme):
     """PnP-PGD; ``relaxation`` is ν (1 gives plain forward-backward, deepinv's ``PGD``)."""
 
-    def __init__(self, stepsize: float | None = None, step_factor: float = 1.0, relaxation: float = 1.0,
-                 strict: bool = False) -> None:
+    def __init__(
+        self, stepsize: float | None = None, step_factor: float = 1.0, relaxation: float = 1.0, strict: bool = False
+    ) -> None:
         super().__init__(stepsize, step_factor, strict)
         self.relaxation = check_positive("relaxation", relaxation)
 

@@ -1,0 +1,190 @@
+"""The command line: one smoke run per problem, a sweep with its plotting script, and every bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["image.size=32", "monitor.max_iter=6", "monitor.check_every=3", "device=cpu"]
+OUTPUTS = ("metrics.json", "history.csv", "reconstruction.png", "convergence.png")
+
+
+def solve(*args: str, run_dir: Path | None = None) -> subprocess.CompletedProcess:
+    extra = [f"hydra.run.dir={run_dir}"] if run_dir else ["hydra.run.dir=" + str(ROOT / "outputs" / "test")]
+    return subprocess.run(
+        [sys.executable, "-m", "pnp.solve", *args, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["deblur", "ct", "cs"])
+def test_problem_smoke(problem, tmp_path):
+    proc = solve(f"+problem={problem}", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 0, name
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in (
+        "psnr_observation",
+        "psnr_init",
+        "psnr",
+        "ssim",
+        "iterations",
+        "converged",
+        "diverged",
+        "final_residual",
+        "wall_time_s",
+        "device",
+        "config",
+    ):
+        assert key in m
+    assert m["iterations"] == 6 and m["device"] == "cpu" and not m["diverged"]
+    assert m["config"]["problem"]["_target_"] == f"pnp.problems.{problem}"
+    assert m["psnr"] > m["psnr_init"] - 0.5
+    assert (m["psnr_observation"] is None) == (problem != "deblur")
+    with (tmp_path / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert set(rows[0]) >= {"iter", "residual", "rel_residual", "psnr", "fidelity", "time_s"}
+    assert all(float(r["fidelity"]) >= 0 for r in rows)
+    assert f"{problem} · PGD" in proc.stdout and "PSNR" in proc.stdout
+
+
+def test_sweep_and_plot_script(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pnp.solve",
+            "-m",
+            "+problem=deblur",
+            "scheme=pgd,admm",
+            "denoiser=tv,wavelet",
+            *FAST,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").exists())
+    assert len(runs) == 4
+    plot = subprocess.run(
+        [sys.executable, "scripts/plot_convergence.py", str(sweep)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plot.returncode == 0, plot.stderr
+    for name in ("summary.csv", "summary.md", "convergence.png"):
+        assert (sweep / name).stat().st_size > 0
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert {r["overrides"] for r in rows} == {
+        f"scheme={s} denoiser={d}" for s in ("pgd", "admm") for d in ("tv", "wavelet")
+    }
+    assert set(rows[0]) >= {"overrides", "psnr", "ssim", "iterations", "converged", "wall_time_s"}
+    assert (sweep / "summary.md").read_text().count("\n|") >= 5
+
+
+def test_plot_script_rejects_a_folder_without_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "scripts/plot_convergence.py", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_user_error(proc, "no runs")
+
+
+def test_user_colour_image_and_seed_reproducibility(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 50, 3)) * 255).astype(np.uint8)
+    io.imsave(tmp_path / "mine.png", image)
+    args = ("+problem=deblur", f"image.path={tmp_path / 'mine.png'}", "image.gray=false", "image.fit=crop", *FAST)
+    a, b = solve(*args, run_dir=tmp_path / "a"), solve(*args, run_dir=tmp_path / "b")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("a", "b"))
+    assert ma["psnr"] == mb["psnr"] and ma["final_residual"] == mb["final_residual"]
+    c = solve(*args, "seed=1", run_dir=tmp_path / "c")
+    assert c.returncode == 0, c.stderr
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["psnr"] != ma["psnr"]
+
+
+def test_no_problem_lists_the_problems():
+    assert_user_error(solve(), "choose a problem", "deblur", "ct", "cs")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["+problem=deblur", "scheme=sgd"], ["scheme", "sgd"]),
+        (["+problem=deblur", "problem.bogus=1"], ["bogus"]),
+        (["+problem=deblur", "image.path=/nonexistent/x.png"], ["error: image file not found"]),
+        (["+problem=deblur", "problem.noise_sigma=-0.1"], ["error: noise_sigma must be a finite number >= 0"]),
+        (["+problem=deblur", "problem.noise_sigma=nan"], ["error: noise_sigma"]),
+        (["+problem=deblur", "problem.kernel=uniform", "problem.kernel_size=41"], ["error: image of 32×32 pixels"]),
+        (["+problem=cs", "problem.ratio=1.5"], ["error: ratio must be in (0, 1]"]),
+        (["+problem=cs", "problem.ratio=0"], ["error: ratio must be in (0, 1]"]),
+        (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step size", "strict=true"]),
+        (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, fragments):
+    assert_user_error(solve(*args, *FAST), *fragments)
+
+
+def test_unreadable_image(tmp_path):
+    (tmp_path / "broken.png").write_text("not an image")
+    assert_user_error(
+        solve("+problem=deblur", f"image.path={tmp_path / 'broken.png'}", *FAST), "error: cannot read image"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu():
+    assert_user_error(solve("+problem=deblur", *FAST[:-1], "device=cuda"), "error: device=cuda", "no CUDA GPU")
+
+
+def test_step_above_bound_is_a_warning(tmp_path):
+    proc = solve("+problem=deblur", "scheme.step_factor=2.5", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "convergence is not guaranteed" in proc.stdout + proc.stderr
+
+
+def test_divergence_is_reported_with_its_own_exit_status(tmp_path):
+    proc = solve(
+        "+problem=deblur",
+        "scheme.step_factor=4",
+        "denoiser=wavelet",
+        "monitor.max_iter=200",
+        *FAST[:1],
+        *FAST[2:],
+        run_dir=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "diverged at iteration" in proc.stderr and "Traceback" not in proc.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["diverged"] and not m["converged"] and m["iterations"] < 200
+    assert np.isfinite(m["psnr"])

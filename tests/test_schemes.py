@@ -1,0 +1,196 @@
+"""Schemes: closed-form fixed points, deepinv cross-check, bounds, divergence, batches and dtypes."""
+
+from __future__ import annotations
+
+import logging
+
+import deepinv as dinv
+import pytest
+import torch
+from conftest import ShrinkDenoiser, small_image
+from deepinv.optim.data_fidelity import L2
+
+from pnp.errors import ConfigError
+from pnp.monitor import ConvergenceMonitor
+from pnp.problems import cs, deblur
+from pnp.schemes import ADMM, PGD
+
+SCHEMES = {"pgd": PGD, "admm": ADMM}
+
+
+def explicit_matrix(physics, like: torch.Tensor) -> torch.Tensor:
+    eye = torch.eye(like[0].numel(), dtype=like.dtype).view(-1, *like.shape[1:])
+    return physics.A(eye).flatten(1).T  # [m, n]
+
+
+def monitor(max_iter: int, tol: float = 1e-12, **kwargs) -> ConvergenceMonitor:
+    return ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("build", [deblur, cs])
+def test_linear_denoiser_reaches_tikhonov_solution(scheme, build):
+    """D = prox of (λ/2)‖·‖²: both schemes must reach (AᵀA + (λ/γ) I) x = Aᵀy."""
+    x = small_image(16, dtype=torch.float64)
+    problem = build(x, seed=0, noise_sigma=0.02)
+    lam, gamma = 0.1, 0.5 / problem.norm**2
+    result = SCHEMES[scheme](stepsize=gamma).run(
+        problem.y, problem.physics, ShrinkDenoiser(lam), 0.0, problem.x0, norm=problem.norm, monitor=monitor(3000)
+    )
+    a = explicit_matrix(problem.physics, x)
+    rhs = a.T @ problem.y.flatten()
+    expected = torch.linalg.solve(a.T @ a + (lam / gamma) * torch.eye(a.shape[1], dtype=a.dtype), rhs)
+    assert result.converged
+    # ADMM on dense CS uses deepinv's CG prox (inexact, tol 1e-7); the closed forms are exact
+    torch.testing.assert_close(result.x.flatten(), expected, rtol=1e-5, atol=1e-6)
+
+
+def tiny_dncnn() -> dinv.models.DnCNN:
+    """Random weights, scaled down so that the residual network stays close to the identity (no blow-up)."""
+    torch.manual_seed(0)
+    net = dinv.models.DnCNN(in_channels=1, out_channels=1, depth=3, nf=8, pretrained=None).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.3)
+    return net
+
+
+DENOISERS = {"wavelet": lambda: dinv.models.WaveletDenoiser(level=2, wv="db4"), "dncnn": tiny_dncnn}
+
+
+@pytest.mark.parametrize("denoiser", DENOISERS)
+@pytest.mark.parametrize("build", [deblur, cs])
+def test_pgd_matches_deepinv(denoiser, build):
+    problem = build(small_image(32), seed=2)
+    den, sigma, n = DENOISERS[denoiser](), 0.03, 25
+    ours = PGD().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
+    ref = dinv.optim.PGD(
+        data_fidelity=L2(),
+        prior=dinv.optim.PnP(den),
+        stepsize=ours.stepsize,
+        sigma_denoiser=sigma,
+        max_iter=n,
+        early_stop=False,
+    )
+    with torch.no_grad():
+        theirs = ref(problem.y, problem.physics, init=problem.x0)
+    assert ours.history.iterations == n
+    assert ((ours.x - theirs).norm() / theirs.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("denoiser", DENOISERS)
+@pytest.mark.parametrize("build", [deblur, cs])
+def test_admm_matches_deepinv(denoiser, build):
+    """Our (x, z, u) are deepinv's (u, x, z); its init tuple is (x0, 0) and its estimate is our z."""
+    problem = build(small_image(32), seed=2)
+    den, sigma, n = DENOISERS[denoiser](), 0.03, 25
+    ours = ADMM().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
+    ref = dinv.optim.ADMM(
+        data_fidelity=L2(),
+        prior=dinv.optim.PnP(den),
+        stepsize=ours.stepsize,
+        sigma_denoiser=sigma,
+        max_iter=n,
+        early_stop=False,
+    )
+    with torch.no_grad():
+        theirs = ref(problem.y, problem.physics, init=(problem.x0, torch.zeros_like(problem.x0)))
+    assert ((ours.x - theirs).norm() / theirs.norm()).item() < 1e-5
+
+
+def test_relaxation_interpolates_with_previous_iterate():
+    problem = deblur(small_image(16), seed=0)
+    den = DENOISERS["wavelet"]()
+    one = PGD(relaxation=1.0).run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, monitor=monitor(1))
+    half = PGD(relaxation=0.5).run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, monitor=monitor(1))
+    torch.testing.assert_close(half.x, 0.5 * (problem.x0 + one.x))
+
+
+def test_batch_elements_are_independent():
+    x = small_image(32, batch=3)
+    problem = deblur(x, seed=0)
+    den = DENOISERS["wavelet"]()
+    both = PGD().run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, x_true=x, monitor=monitor(15))
+    for i in range(3):
+        one = PGD().run(
+            problem.y[i : i + 1],
+            problem.physics,
+            den,
+            0.02,
+            problem.x0[i : i + 1],
+            norm=1.0,
+            x_true=x[i : i + 1],
+            monitor=monitor(15),
+        )
+        torch.testing.assert_close(both.x[i : i + 1], one.x, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(both.history.psnr[:, i], one.history.psnr[:, 0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_dtype_is_preserved(dtype, scheme):
+    problem = deblur(small_image(16, dtype=dtype), seed=0)
+    result = SCHEMES[scheme]().run(
+        problem.y,
+        problem.physics,
+        DENOISERS["wavelet"]().to(dtype),
+        0.02,
+        problem.x0,
+        norm=problem.norm,
+        monitor=monitor(5),
+    )
+    assert result.x.dtype == dtype
+    assert result.history.residual.dtype == dtype
+
+
+def test_step_above_bound_warns_and_strict_raises(caplog):
+    problem = deblur(small_image(16), seed=0)
+    args = (problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0)
+    with caplog.at_level(logging.WARNING, logger="pnp"):
+        PGD(step_factor=2.5).run(*args, norm=problem.norm, monitor=monitor(2))
+    assert "not below 2/L" in caplog.text
+    with pytest.raises(ConfigError, match="strict"):
+        PGD(step_factor=2.5, strict=True).run(*args, norm=problem.norm, monitor=monitor(2))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pnp"):
+        PGD(step_factor=1.99).run(*args, norm=problem.norm, monitor=monitor(2))
+    assert caplog.text == ""
+
+
+def test_too_large_step_is_detected_as_divergence():
+    problem = deblur(small_image(16), seed=0)
+    result = PGD(step_factor=4.0).run(
+        problem.y, problem.physics, ShrinkDenoiser(0.0), 0.0, problem.x0, norm=problem.norm, monitor=monitor(500)
+    )
+    assert result.diverged and not result.converged
+    assert result.history.iterations < 500
+    assert "diverged at iteration" in result.history.message
+    assert torch.isfinite(result.x).all()
+
+
+class NaNAfter(ShrinkDenoiser):
+    """Returns NaN from the ``n``-th call on."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(0.1)
+        self.calls, self.n = 0, n
+
+    def forward(self, x, sigma=0.0, **kwargs):
+        self.calls += 1
+        out = super().forward(x)
+        return out * float("nan") if self.calls >= self.n else out
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_nan_stops_the_run_and_keeps_the_last_finite_iterate(scheme):
+    problem = deblur(small_image(16), seed=0)
+    finite = SCHEMES[scheme]().run(
+        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(6, check_every=4)
+    )
+    result = SCHEMES[scheme]().run(
+        problem.y, problem.physics, NaNAfter(7), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
+    )
+    assert result.diverged
+    assert result.history.iterations == 8  # detected at the first check point after the NaN
+    assert "diverged at iteration 7" in result.history.message
+    torch.testing.assert_close(result.x, finite.x)  # iterate 6, the last finite one
