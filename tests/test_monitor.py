@@ -74,20 +74,12 @@ def test_admm_fidelity_is_that_of_the_monitored_iterate():
 
 def test_stops_at_tolerance_only_at_check_points():
     problem = deblur(small_image(16), seed=0)
-    run = lambda every: (
-        PGD()
-        .run(
-            problem.y,
-            problem.physics,
-            ShrinkDenoiser(0.5),
-            0.0,
-            problem.x0,
-            norm=1.0,  # noqa: E731
-            monitor=ConvergenceMonitor(max_iter=500, tol=1e-4, check_every=every, progress=False),
-        )
-        .history
-    )
-    h1, h7 = run(1), run(7)
+
+    def run(every: int):
+        monitor = ConvergenceMonitor(max_iter=500, tol=1e-4, check_every=every, progress=False)
+        return PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.5), 0.0, problem.x0, norm=1.0, monitor=monitor)
+
+    h1, h7 = run(1).history, run(7).history
     assert h1.converged and h7.converged
     first = int((h1.rel_residual[:, 0] < 1e-4).nonzero()[0, 0]) + 1
     assert h1.iterations == first

@@ -77,11 +77,11 @@ def test_noise_level_is_the_configured_one():
     assert (noisy.y - clean.y).std().item() == pytest.approx(0.05, rel=0.05)
 
 
-def test_ct_defaults_fbp_beats_adjoint():
+def test_ct_default_init_is_fbp():
     x = small_image(32)
-    fbp, adj = ct(x, angles=30), ct(x, angles=30, init="adjoint")
+    fbp, adj = ct(x, angles=30, noise_sigma=0.0), ct(x, angles=30, init="adjoint", noise_sigma=0.0)
     assert fbp.y.shape[-1] == 30
-    assert (fbp.x0 - x).norm() < (adj.x0 - x).norm()
+    assert (fbp.x0 - x).norm() < 0.1 * (adj.x0 - x).norm()  # FBP inverts, the adjoint only back-projects
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,32 @@
+"""The README's promises: CI runs exactly its test command, and its demo command is the documented one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def command_after(comment: str) -> str:
+    for block in bash_blocks():
+        lines = block.strip().splitlines()
+        if lines[0].startswith("#") and comment in lines[0]:
+            return lines[1].strip()
+    raise AssertionError(f"no README block introduced by {comment!r}")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    test_command = command_after("run the tests")
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines
+    assert "pytest" in test_command and "pip install" in test_command
+
+
+def test_demo_command_sets_up_and_runs_the_deblur_demo():
+    demo = command_after("run the demo")
+    assert "pip install" in demo and demo.endswith("-m pnp.solve +problem=deblur")
