@@ -66,6 +66,15 @@ def build_denoiser(cfg: DictConfig, device: torch.device, dtype: torch.dtype) ->
     return denoiser.to(device=device, dtype=dtype).eval()
 
 
+def compose_denoiser(name: str, device: torch.device, overrides: tuple[str, ...] = ()) -> tuple[Denoiser, float]:
+    """A denoiser of ``configs/denoiser/<name>.yaml`` with its strength, outside any Hydra run (scripts)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("solve", overrides=[f"denoiser={name}", *overrides])
+    return build_denoiser(cfg, device, torch.float32), float(cfg.denoiser.sigma)
+
+
 def label(cfg: DictConfig) -> str:
     """Short description of the run: problem, scheme, denoiser (and equivariance)."""
     eq = cfg.get("equivariant")

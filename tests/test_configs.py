@@ -69,3 +69,34 @@ def test_no_python_registry_of_classes():
     for path in Path(CONFIGS).rglob("*.yaml"):
         cfg = OmegaConf.load(path)
         assert "type" not in cfg and "class" not in cfg, path
+
+
+RECIPES = sorted(p.stem for p in (CONFIGS / "recipe").glob("*.yaml"))
+
+
+def compose_named(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_training_recipes_compose_and_instantiate(recipe):
+    name, scale = recipe.rsplit("_", 1)
+    cfg = compose_named("train", f"denoiser={name}", f"scale={scale}")
+    assert cfg.scale.name == scale and cfg.denoiser.name == name
+    net, objective = instantiate(cfg.net), instantiate(cfg.objective)
+    assert isinstance(net, Denoiser) and callable(objective)
+    x = torch.rand(1, 1, 8, 8)
+    assert net(x, None).shape == x.shape
+
+
+def test_every_learned_denoiser_has_both_recipes():
+    learned = {o for g, o in OPTIONS if g == "denoiser"} - {"tv", "wavelet", "bm3d"}
+    assert {f"{n}_{s}" for n in learned for s in ("cpu", "gpu")} == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", ["euler", "fne_dncnn", "lpn", "tv"])
+def test_certify_config_composes(name):
+    cfg = compose_named("certify", f"denoiser={name}")
+    assert cfg.n_iter > 0 and len(cfg.noise) >= 2
+    assert (cfg.denoiser.get("expect") is not None) == (name != "tv")

@@ -1,0 +1,70 @@
+"""Denoising PSNR at σ = 15/255 and 25/255 on the held-out images, every denoiser next to TV, wavelet and BM3D.
+
+    python benchmarks/denoising.py [--size 256] [--quick]
+
+The learned denoisers are blind (one network for all σ). The classical ones get the strength that maximises their
+mean PSNR over a grid of multiples of σ (an oracle choice, stated in the table). Writes
+benchmarks/results/denoising.{md,csv}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import CLASSICAL, LEARNED, RESULTS, bm3d_available, denoiser, held_out_images, machine, write_table
+
+from pnp.monitor import batch_psnr
+
+NOISE = (15 / 255, 25 / 255)
+MULTIPLIERS = {"tv": (0.25, 0.5, 1.0, 2.0), "wavelet": (1.0, 1.5, 2.0, 3.0), "bm3d": (1.0,)}
+
+
+def psnr_of(den, strength: float, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = torch.cat([den(noisy[i : i + 1], strength) for i in range(noisy.shape[0])])
+    seconds = (time.perf_counter() - start) / noisy.shape[0]
+    return float(batch_psnr(out.clamp(0, 1), clean).mean()), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="two images at 64×64")
+    args = parser.parse_args()
+    size, count = (64, 2) if args.quick else (args.size, None)
+    clean, names = held_out_images(size, count)
+    g = torch.Generator().manual_seed(0)
+    noisy = {s: clean + s * torch.randn(clean.shape, generator=g) for s in NOISE}
+    names_to_run = list(LEARNED) + [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
+    rows = []
+    for name in names_to_run:
+        row: dict = {"denoiser": name}
+        for s in NOISE:
+            label = f"σ={round(s * 255)}/255"
+            if name in LEARNED:
+                den, strength = denoiser(name)
+                value, seconds = psnr_of(den, strength, noisy[s], clean)
+                choice = "blind"
+            else:
+                den, _ = denoiser(name)
+                best = max(((*psnr_of(den, m * s, noisy[s], clean), m) for m in MULTIPLIERS[name]), key=lambda t: t[0])
+                value, seconds, choice = best[0], best[1], f"{best[2]:g}σ"
+            row[f"PSNR {label}"] = value
+            row[f"strength {label}"] = choice
+            row[f"s/image {label}"] = seconds
+        print(row)
+        rows.append(row)
+    input_psnr = {f"PSNR σ={round(s * 255)}/255": float(batch_psnr(noisy[s], clean).mean()) for s in NOISE}
+    notes = (
+        f"Held-out images {', '.join(names)} (never used in training), centre crops {size}×{size}, gray. "
+        f"Noisy input PSNR: {', '.join(f'{k[5:]} {v:.2f} dB' for k, v in input_psnr.items())}. "
+        f"Learned weights: the shipped CPU-recipe ones. Machine: {machine()}."
+    )
+    write_table(RESULTS / ("denoising_quick" if args.quick else "denoising"), rows, "Denoising PSNR (dB)", notes)
+
+
+if __name__ == "__main__":
+    main()

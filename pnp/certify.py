@@ -1,0 +1,176 @@
+"""Lipschitz certificates: ``python -m pnp.certify denoiser=<name>``.
+
+At each held-out crop, clean and with noise: Lip(D) and Lip(2D − Id) by power iteration on JᵀJ (a lower estimate of
+the global constants), the asymmetry ‖J − Jᵀ‖ on random probes and the smallest eigenvalue of the symmetric part of
+J (an LPN's Jacobian is a Hessian: symmetric, positive semi-definite), plus the architecture's layer-wise upper
+bound where it has one. The denoiser config's ``expect`` block says what must hold (``lip_D``, ``lip_2D_minus_I``,
+``symmetric``); the run writes ``certificate.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pnp.data import held_out, make_split
+from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp, unit
+from pnp.monitor import batch_norm
+from pnp.runtime import generator, resolve_device
+from pnp.solve import build_denoiser, user_errors
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch.Tensor:
+    """Per sample, max over unit probes u, v of |⟨u, (J − Jᵀ) v⟩| / (‖J v‖ + ‖Jᵀ v‖): 0 for a symmetric J."""
+    with torch.enable_grad():
+        _, jv, jtw = jvp_vjp(fn, x)
+        worst = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for _ in range(probes):
+            u = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+            v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+            a, b = jv(v), jtw(v)
+            worst = torch.maximum(worst, (inner(u, a) - inner(u, b)).abs() / (batch_norm(a) + batch_norm(b)))
+    return worst.detach()
+
+
+def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g: torch.Generator) -> torch.Tensor:
+    """Smallest eigenvalue of (J + Jᵀ)/2 by power iteration on shift·I − (J + Jᵀ)/2 (shift ≥ ‖J‖)."""
+    with torch.enable_grad():
+        _, jv, jtw = jvp_vjp(fn, x)
+        v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+        s = shift.view(-1, *([1] * (x.dim() - 1)))
+        for _ in range(n_iter):
+            w = s * v - 0.5 * (jv(v) + jtw(v))
+            top = inner(v, w)
+            v = unit(w.detach())
+    return (shift - top).detach()
+
+
+def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    device = resolve_device(cfg.device)
+    denoiser = build_denoiser(cfg, device, torch.float32)
+    clean = held_out(make_split(), cfg.size).to(device)
+    g = generator(cfg.seed, torch.device("cpu"))
+    d_fn: Fn = lambda v: denoiser(v, cfg.denoiser.sigma)  # noqa: E731
+    q_fn: Fn = lambda v: 2 * denoiser(v, cfg.denoiser.sigma) - v  # noqa: E731
+    points = []
+    for sigma in cfg.noise:
+        x = clean + sigma * torch.randn(clean.shape, generator=g).to(device)
+        d = jacobian_spectral_norm(d_fn, x, cfg.n_iter, cfg.tol, g)
+        q = jacobian_spectral_norm(q_fn, x, cfg.n_iter, cfg.tol, g)
+        asym = asymmetry(d_fn, x, cfg.probes, g)
+        lam_min = min_eigenvalue(d_fn, x, d.norm * 1.01 + 1e-6, cfg.n_iter, g)
+        for i in range(x.shape[0]):
+            points.append(
+                {
+                    "image": make_split().validation[i],
+                    "noise": float(sigma),
+                    "lip_D": float(d.norm[i]),
+                    "lip_2D_minus_I": float(q.norm[i]),
+                    "asymmetry": float(asym[i]),
+                    "min_eigenvalue": float(lam_min[i]),
+                    "power_iterations": max(d.iterations, q.iterations),
+                    "power_converged": d.converged and q.converged,
+                }
+            )
+    keys = ("lip_D", "lip_2D_minus_I", "asymmetry", "min_eigenvalue")
+    summary = {
+        k: {
+            "max": max(p[k] for p in points),
+            "mean": sum(p[k] for p in points) / len(points),
+            "min": min(p[k] for p in points),
+        }
+        for k in keys
+    }
+    model = getattr(denoiser, "denoiser", denoiser)
+    bound = model.layer_bound() if hasattr(model, "layer_bound") else None
+    checks = expectations(cfg, summary)
+    return {
+        "denoiser": cfg.denoiser.name,
+        "points": points,
+        "summary": summary,
+        "layer_bound": bound,
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+        "settings": {
+            k: OmegaConf.to_container(cfg, resolve=True)[k]
+            for k in ("size", "noise", "n_iter", "tol", "probes", "slack", "seed")
+        },
+        "device": str(device),
+    }
+
+
+def expectations(cfg: DictConfig, summary: dict) -> list[dict[str, Any]]:
+    """The bounds promised in the denoiser config's ``expect`` block, checked with ``slack``."""
+    expect = cfg.denoiser.get("expect") or {}
+    checks = []
+    for key in ("lip_D", "lip_2D_minus_I"):
+        if key in expect:
+            value = summary[key]["max"]
+            checks.append(
+                {
+                    "check": f"max {key} <= {expect[key]} + {cfg.slack}",
+                    "value": value,
+                    "passed": value <= expect[key] + cfg.slack,
+                }
+            )
+    if expect.get("symmetric"):
+        checks.append(
+            {
+                "check": f"max asymmetry <= {cfg.slack}",
+                "value": summary["asymmetry"]["max"],
+                "passed": summary["asymmetry"]["max"] <= cfg.slack,
+            }
+        )
+        checks.append(
+            {
+                "check": f"min eigenvalue >= -{cfg.slack}",
+                "value": summary["min_eigenvalue"]["min"],
+                "passed": summary["min_eigenvalue"]["min"] >= -cfg.slack,
+            }
+        )
+    return checks
+
+
+def table(cert: dict[str, Any]) -> str:
+    lines = [f"{'image':<12}{'noise':>7}{'Lip(D)':>9}{'Lip(2D-I)':>11}{'asym':>10}{'min eig':>10}"]
+    lines += [
+        f"{p['image']:<12}{p['noise']:>7.3f}{p['lip_D']:>9.4f}{p['lip_2D_minus_I']:>11.4f}"
+        f"{p['asymmetry']:>10.2e}{p['min_eigenvalue']:>10.4f}"
+        for p in cert["points"]
+    ]
+    s = cert["summary"]
+    lines.append(
+        f"{'max':<19}{s['lip_D']['max']:>9.4f}{s['lip_2D_minus_I']['max']:>11.4f}"
+        f"{s['asymmetry']['max']:>10.2e}{s['min_eigenvalue']['min']:>10.4f} (min)"
+    )
+    if cert["layer_bound"]:
+        lines.append("layer-wise bound: " + ", ".join(f"{k}={v:.4g}" for k, v in cert["layer_bound"].items()))
+    lines += [f"{'PASS' if c['passed'] else 'FAIL'}: {c['check']} (value {c['value']:.4g})" for c in cert["checks"]]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="certify")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        cert = certify(cfg, run_dir)
+    (run_dir / "certificate.json").write_text(json.dumps(cert, indent=2))
+    print(table(cert))
+    print(f"certificate: {run_dir / 'certificate.json'}")
+
+
+if __name__ == "__main__":
+    main()

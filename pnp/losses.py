@@ -1,0 +1,105 @@
+"""Training objectives. Each is called as ``objective(model, clean, noisy, step, steps) -> (loss, logs)``.
+
+* :class:`Denoising`: MSE or L1 between D(noisy) and clean.
+* :class:`FirmlyNonexpansive`: denoising + λ · max(‖∇Q(x̃)‖², 1 − ε), Q = 2D − Id (Pesquet et al. 2021), with
+  ‖∇Q(x̃)‖² by power iteration on the Jacobian. ``at="both"`` (default) takes half of the points on the segment
+  x̃ = τ·clean + (1 − τ)·D(noisy), τ ~ U[0, 1] (the original authors' choice: where PnP iterates live near a fixed
+  point) and half at the noisy inputs themselves (where PnP starts, and where ``pnp.certify`` also checks; the
+  segment alone left Lip(2D − Id) ≈ 1.6 at noisy inputs in our CPU recipe).
+* :class:`ProximalMatching`: the LPN schedule (Fang et al. 2024): L1 for the first ``l1_fraction`` of the steps,
+  then 1 − exp(−‖D(y) − x‖²/γ²) with γ = (8, 4, 2, 1)·γ_min in equal stages, γ_min = ``gamma_scale``·√d.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pnp.errors import check, check_positive
+from pnp.lipschitz import jacobian_sq_norm_penalty_estimate
+
+Logs = dict[str, float]
+
+
+class Denoising:
+    """Plain supervised denoising loss."""
+
+    def __init__(self, loss: str = "mse") -> None:
+        check(loss in ("mse", "l1"), f"loss must be mse or l1, got {loss!r}")
+        self.loss = loss
+
+    def fidelity(self, out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, clean) if self.loss == "mse" else F.l1_loss(out, clean)
+
+    def __call__(
+        self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int
+    ) -> tuple[torch.Tensor, Logs]:
+        loss = self.fidelity(model(noisy, None), clean)
+        return loss, {"loss": float(loss)}
+
+
+class FirmlyNonexpansive(Denoising):
+    """Denoising plus the firmly-nonexpansive Jacobian penalty on the first ``points`` samples of each batch."""
+
+    def __init__(
+        self,
+        loss: str = "l1",
+        lam: float = 1e-2,
+        eps: float = 0.1,
+        power_iters: int = 5,
+        points: int = 4,
+        clip: float = 1e3,
+        at: str = "both",
+    ) -> None:
+        super().__init__(loss)
+        check(at in ("segment", "noisy", "both"), f"at must be segment, noisy or both, got {at!r}")
+        self.lam, self.eps, self.at = check_positive("lam", lam), eps, at
+        self.power_iters, self.points, self.clip = power_iters, points, clip
+
+    def penalty_points(self, model, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """x̃: ``points`` samples on the clean–denoised segment and/or at the noisy inputs."""
+        n_noisy = {"segment": 0, "noisy": self.points, "both": self.points // 2}[self.at]
+        n_segment = self.points - n_noisy
+        with torch.no_grad():
+            denoised = model(noisy[:n_segment], None)
+        tau = torch.rand(n_segment, 1, 1, 1, device=clean.device, dtype=clean.dtype)
+        segment = tau * clean[:n_segment] + (1 - tau) * denoised
+        return torch.cat([segment, noisy[n_segment : n_segment + n_noisy]])
+
+    def __call__(self, model, clean, noisy, step, steps):
+        fidelity = self.fidelity(model(noisy, None), clean)
+        x = self.penalty_points(model, clean, noisy)
+        sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, None) - v, x, self.power_iters)
+        penalty = torch.clamp(sq, min=1 - self.eps, max=self.clip).mean()
+        loss = fidelity + self.lam * penalty
+        return loss, {"loss": float(loss), "fidelity": float(fidelity), "jac_sq": float(sq.detach().max())}
+
+
+class ProximalMatching:
+    """L1 warm-up, then the proximal matching loss with γ decreasing in stages."""
+
+    def __init__(self, l1_fraction: float = 0.25, gamma_scale: float = 0.08, stages: tuple = (8, 4, 2, 1)) -> None:
+        check(0 <= l1_fraction < 1, f"l1_fraction must be in [0, 1), got {l1_fraction}")
+        self.l1_fraction, self.gamma_scale, self.stages = (
+            l1_fraction,
+            check_positive("gamma_scale", gamma_scale),
+            tuple(stages),
+        )
+
+    def gamma(self, step: int, steps: int, dim: int) -> float | None:
+        """γ at ``step`` (None during the L1 phase)."""
+        start = int(self.l1_fraction * steps)
+        if step < start:
+            return None
+        stage = min(len(self.stages) - 1, (step - start) * len(self.stages) // max(1, steps - start))
+        return self.stages[stage] * self.gamma_scale * dim**0.5
+
+    def __call__(self, model, clean, noisy, step, steps):
+        out = model(noisy, None)
+        gamma = self.gamma(step, steps, clean[0].numel())
+        if gamma is None:
+            loss = F.l1_loss(out, clean)
+        else:
+            dist2 = (out - clean).flatten(1).pow(2).sum(1)
+            loss = (1 - torch.exp(-dist2 / gamma**2)).mean()
+        return loss, {"loss": float(loss), "gamma": gamma or 0.0}

@@ -1,0 +1,157 @@
+"""Train a denoiser: ``python -m pnp.train denoiser=<dncnn|fne_dncnn|euler|lpn> [scale=cpu|gpu] [overrides]``.
+
+Writes ``checkpoint.pt`` regularly (``resume=true`` continues from it), and at the end ``<denoiser>.pt`` with its
+manifest ``<denoiser>.json`` (architecture, training config, data split, steps, wall time, device, validation PSNR,
+measured Lipschitz values, sha256) into the run directory; ``ship=true`` copies both into ``pnp/weights/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from pnp import weights
+from pnp.data import PatchSampler, make_split, training_image, validation_pairs
+from pnp.errors import check
+from pnp.lipschitz import jacobian_spectral_norm
+from pnp.monitor import batch_psnr
+from pnp.runtime import resolve_device
+from pnp.solve import user_errors
+
+
+def validate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    """Mean PSNR of D(noisy) on the validation crops."""
+    model.eval()
+    with torch.no_grad() if not hasattr(model, "psi") else torch.enable_grad():
+        out = torch.cat([model(noisy[i : i + 1], None).detach() for i in range(noisy.shape[0])])
+    model.train()
+    return float(batch_psnr(out.clamp(0, 1), clean).mean())
+
+
+def lipschitz_record(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, points: int) -> dict:
+    """Lip(D) and Lip(2D − Id) by Jacobian power iteration at the first held-out crops (clean and noisy)."""
+    model.eval()
+    at = torch.cat([clean[:points], noisy[:points]])
+    d = jacobian_spectral_norm(lambda v: model(v, None), at, n_iter=100, tol=1e-4)
+    q = jacobian_spectral_norm(lambda v: 2 * model(v, None) - v, at, n_iter=100, tol=1e-4)
+    return {
+        "lip_D_max": float(d.norm.max()),
+        "lip_2D_minus_I_max": float(q.norm.max()),
+        "points": int(at.shape[0]),
+        "power_iterations": max(d.iterations, q.iterations),
+    }
+
+
+def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, history: list) -> dict:
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optim": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "generator": sampler.generator.get_state(),
+        "history": history,
+    }
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
+    model = instantiate(cfg.net).to(device)
+    if cfg.init_from:
+        model.load_state_dict(weights.pretrained(cfg.init_from).state_dict())
+    objective = instantiate(cfg.objective)
+    split = make_split(cfg.data.root, cfg.data.n_validation)
+    sampler = PatchSampler(
+        [training_image(i, split.source) for i in split.train],
+        cfg.data.patch,
+        cfg.data.batch,
+        cfg.data.sigma_min,
+        cfg.data.sigma_max,
+        cfg.seed,
+        device,
+    )
+    val_clean, val_noisy = validation_pairs(split, cfg.data.val_size, cfg.data.val_sigma, cfg.seed, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(f * cfg.steps) for f in cfg.optim.milestones], 0.1)
+    start, history, elapsed = 0, [], 0.0
+    ckpt = run_dir / "checkpoint.pt"
+    if cfg.resume:
+        check(ckpt.is_file(), f"resume=true but there is no checkpoint at {ckpt}")
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        sampler.generator.set_state(state["generator"])
+        start, history, elapsed = state["step"], state["history"], state.get("elapsed", 0.0)
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name)
+    psnr = history[-1]["val_psnr"] if history else float("nan")
+    for step in bar:
+        clean, noisy = sampler()
+        loss, logs = objective(model, clean, noisy, step, cfg.steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        if hasattr(model, "clamp_weights"):
+            model.clamp_weights()
+        sched.step()
+        done = step + 1
+        if done % cfg.val_every == 0 or done == cfg.steps:
+            psnr = validate(model, val_clean, val_noisy)
+            history.append({"step": done, "val_psnr": psnr, **logs})
+        bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            torch.save(
+                {**checkpoint_state(done, model, opt, sched, sampler, history), "elapsed": time.perf_counter() - t0},
+                ckpt,
+            )
+    wall = time.perf_counter() - t0
+    record = {
+        "name": name,
+        "recipe": f"{name}_{cfg.scale.name}",
+        "steps": cfg.steps,
+        "wall_time_s": wall,
+        "device": str(device),
+        "torch": torch.__version__,
+        "val_psnr": psnr,
+        "val_sigma": cfg.data.val_sigma,
+        "split": split.as_dict(),
+        "history": history,
+        "lipschitz": lipschitz_record(model, val_clean, val_noisy, cfg.certify_points),
+        "train_config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    manifest = weights.save(model.cpu(), run_dir / f"{name}.pt", record)
+    if cfg.ship:
+        for suffix in (".pt", ".json"):
+            shutil.copy(run_dir / f"{name}{suffix}", weights.SHIPPED / f"{name}{suffix}")
+    return manifest
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        m = train(cfg, run_dir)
+    lip = m["lipschitz"]
+    print(
+        f"{m['name']} ({m['recipe']}): val PSNR {m['val_psnr']:.2f} dB at sigma {m['val_sigma']:g}, "
+        f"Lip(D) {lip['lip_D_max']:.3f}, Lip(2D-I) {lip['lip_2D_minus_I_max']:.3f}, {m['wall_time_s']:.0f} s; "
+        f"weights {run_dir / (m['name'] + '.pt')}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Trained weights: saving with a manifest (architecture, training record, sha256) and verified offline loading.
+
+Shipped weights live in ``pnp/weights/<name>.pt`` next to ``<name>.json``; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from deepinv.models import Denoiser
+from hydra.utils import get_class
+
+from pnp.errors import ConfigError, check
+
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def class_path(model: torch.nn.Module) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write ``weights`` (state dict) and ``weights.with_suffix('.json')`` (manifest); return the manifest."""
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    manifest = {
+        "file": weights.name,
+        "target": class_path(model),
+        "config": model.config,
+        **record,
+        "sha256": sha256(weights),
+    }
+    weights.with_suffix(".json").write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def manifest_of(weights: Path) -> dict[str, Any]:
+    file = weights.with_suffix(".json")
+    check(file.is_file(), f"no manifest {file} next to the weights {weights}")
+    return json.loads(file.read_text())
+
+
+def load(weights: Path) -> Denoiser:
+    """Build the architecture recorded in the manifest and load the weights after checking their sha256."""
+    weights = Path(weights)
+    manifest = manifest_of(weights)
+    expected = manifest["sha256"]
+    check(weights.is_file(), f"weights file {weights} is missing (expected sha256 {expected})")
+    actual = sha256(weights)
+    check(actual == expected, f"weights file {weights} is corrupted: sha256 {actual}, expected {expected}")
+    model = get_class(manifest["target"])(**manifest["config"])
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except RuntimeError as err:
+        raise ConfigError(f"weights {weights} do not fit {manifest['target']}{manifest['config']}: {err}") from None
+    return model.eval()
+
+
+def pretrained(name: str | None = None, path: str | None = None) -> Denoiser:
+    """A shipped denoiser by ``name`` (``pnp/weights/<name>.pt``), or weights of your own at ``path``."""
+    check((name is None) != (path is None), "give exactly one of a shipped weights name or a weights path")
+    if path is not None:
+        return load(Path(path).expanduser())
+    available = sorted(p.stem for p in SHIPPED.glob("*.json"))
+    check(name in available, f"no shipped weights named {name!r}; shipped: {', '.join(available) or 'none'}")
+    return load(SHIPPED / f"{name}.pt")

@@ -1,0 +1,177 @@
+"""Training data, shipped weights, and the pnp.train / pnp.certify command lines on tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+from pnp import weights
+from pnp.data import HELD_OUT, TRAIN, PatchSampler, make_split
+from pnp.denoisers import LPN
+from pnp.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_TRAIN = [
+    "data.patch=16",
+    "data.batch=2",
+    "data.val_size=32",
+    "certify_points=1",
+    "val_every=2",
+    "checkpoint_every=2",
+    "device=cpu",
+]
+TINY_NET = {
+    "dncnn": ["net.depth=3", "net.width=4"],
+    "euler": ["net.depth=2", "net.width=4"],
+    "lpn": ["net.depth=2", "net.width=4"],
+}
+SHIPPED = sorted(p.stem for p in weights.SHIPPED.glob("*.json"))
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny dncnn, euler and lpn trained for 4 steps each (weights + manifest + checkpoint)."""
+    out = {}
+    for name, net in TINY_NET.items():
+        folder = tmp_path_factory.mktemp(name)
+        run("pnp.train", f"denoiser={name}", "steps=4", *net, *TINY_TRAIN, f"hydra.run.dir={folder}")
+        out[name] = folder
+    return out
+
+
+def test_embedded_split_keeps_held_out_images_out_of_training():
+    split = make_split()
+    assert len(split.validation) >= 4 and "camera" in split.validation
+    assert not set(split.train) & set(split.validation)
+    assert set(HELD_OUT) == set(split.validation) and set(TRAIN) == set(split.train)
+
+
+def test_folder_split_is_deterministic(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        io.imsave(tmp_path / f"im{i}.png", (rng.random((20, 24)) * 255).astype(np.uint8))
+    a, b = make_split(str(tmp_path), 3), make_split(str(tmp_path), 3)
+    assert a == b and len(a.validation) == 3 and len(a.train) == 4
+    with pytest.raises(ConfigError, match="need more than"):
+        make_split(str(tmp_path), 7)
+
+
+def test_patch_sampler_shapes_noise_and_seed():
+    images = [torch.rand(1, 1, 30, 40), torch.rand(1, 1, 50, 20)]
+    s1, s2 = (PatchSampler(images, 16, 8, 0.1, 0.1, seed=3, device=torch.device("cpu")) for _ in range(2))
+    (c1, n1), (c2, n2) = s1(), s2()
+    assert c1.shape == (8, 1, 16, 16) and torch.equal(c1, c2) and torch.equal(n1, n2)
+    assert (n1 - c1).std().item() == pytest.approx(0.1, rel=0.15)
+    with pytest.raises(ConfigError, match="larger than"):
+        PatchSampler(images, 32, 2, 0.0, 0.1, 0, torch.device("cpu"))
+
+
+def test_train_writes_weights_and_manifest(tiny_runs):
+    folder = tiny_runs["dncnn"]
+    manifest = json.loads((folder / "dncnn.json").read_text())
+    assert manifest["sha256"] == weights.sha256(folder / "dncnn.pt")
+    assert manifest["target"] == "pnp.denoisers.dncnn.DnCNN" and manifest["config"]["depth"] == 3
+    assert manifest["recipe"] == "dncnn_cpu" and manifest["steps"] == 4
+    assert set(manifest["split"]["validation"]) == set(HELD_OUT)
+    for key in ("wall_time_s", "device", "val_psnr", "lipschitz", "train_config", "history"):
+        assert key in manifest
+    assert manifest["lipschitz"]["lip_D_max"] > 0
+    model = weights.load(folder / "dncnn.pt")
+    assert model(torch.rand(1, 1, 8, 8), None).shape == (1, 1, 8, 8)
+
+
+def test_train_resumes_from_its_checkpoint(tiny_runs, tmp_path):
+    folder = tmp_path / "resume"
+    shutil.copytree(tiny_runs["dncnn"], folder)
+    proc = run(
+        "pnp.train",
+        "denoiser=dncnn",
+        "steps=6",
+        "resume=true",
+        *TINY_NET["dncnn"],
+        *TINY_TRAIN,
+        f"hydra.run.dir={folder}",
+    )
+    manifest = json.loads((folder / "dncnn.json").read_text())
+    assert [h["step"] for h in manifest["history"]] == [2, 4, 6]  # continued, not restarted
+    assert "val PSNR" in proc.stdout
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pnp.train",
+            "denoiser=dncnn",
+            "resume=true",
+            *TINY_TRAIN,
+            f"hydra.run.dir={tmp_path / 'empty'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode == 2 and "no checkpoint" in fresh.stderr and "Traceback" not in fresh.stderr
+
+
+def test_trained_lpn_weights_are_nonnegative(tiny_runs):
+    model = weights.load(tiny_runs["lpn"] / "lpn.pt")
+    assert isinstance(model, LPN)
+    assert all((conv.weight >= 0).all() for conv in [*model.hidden, model.output])
+
+
+def test_certify_writes_its_certificate(tiny_runs, tmp_path):
+    proc = run(
+        "pnp.certify",
+        "denoiser=euler",
+        "denoiser.model.name=null",
+        f"+denoiser.model.path={tiny_runs['euler'] / 'euler.pt'}",
+        "size=16",
+        "n_iter=30",
+        "probes=2",
+        "noise=[0.0,0.1]",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path}",
+    )
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    assert len(cert["points"]) == 2 * len(HELD_OUT)
+    assert cert["summary"]["lip_D"]["max"] <= 1.0 + 1e-3
+    assert cert["passed"] and cert["checks"][0]["check"].startswith("max lip_D")
+    assert cert["layer_bound"]["max_tau_norm2_over_2"] <= 1.0
+    assert "PASS" in proc.stdout and "Lip(D)" in proc.stdout
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_offline_and_corruption_is_rejected(name, tmp_path):
+    model = weights.pretrained(name)
+    manifest = json.loads((weights.SHIPPED / f"{name}.json").read_text())
+    assert (weights.SHIPPED / f"{name}.pt").stat().st_size < 20 * 2**20
+    assert manifest["recipe"] and manifest["split"]["validation"]
+    assert model(torch.rand(1, 1, 16, 16), None).shape == (1, 1, 16, 16)
+    for suffix in (".pt", ".json"):
+        shutil.copy(weights.SHIPPED / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    data = bytearray((tmp_path / f"{name}.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / f"{name}.pt").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=rf"{name}\.pt is corrupted: .* expected {manifest['sha256']}"):
+        weights.load(tmp_path / f"{name}.pt")
+    (tmp_path / f"{name}.pt").unlink()
+    with pytest.raises(ConfigError, match=rf"{name}\.pt is missing \(expected sha256 {manifest['sha256']}\)"):
+        weights.load(tmp_path / f"{name}.pt")
+
+
+def test_unknown_shipped_name():
+    with pytest.raises(ConfigError, match="no shipped weights named"):
+        weights.pretrained("resnet")
