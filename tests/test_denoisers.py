@@ -175,3 +175,13 @@ def test_proximal_matching_schedule():
     assert pm.gamma(99, 100, 100) == pytest.approx(1.0)
     values = [pm.gamma(s, 100, 100) for s in range(20, 100)]
     assert values == sorted(values, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "euler", "lpn"])
+def test_gray_network_denoises_colour_images_channel_by_channel(name):
+    model = TINY[name](1).eval()
+    x = torch.rand(2, 3, 12, 12)
+    with torch.inference_mode():
+        out = model(x, None)
+        per_channel = torch.cat([model(x[:, c : c + 1], None) for c in range(3)], dim=1)
+    torch.testing.assert_close(out, per_channel)

@@ -11,6 +11,7 @@ import torch
 from deepinv.models import Denoiser
 from torch import nn
 
+from pnp.denoisers.channels import channelwise
 from pnp.lipschitz import conv_spectral_norm
 
 
@@ -24,8 +25,10 @@ class DnCNN(Denoiser):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        self.channels = channels
         self.config = {"channels": channels, "depth": depth, "width": width}
 
+    @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         return x - self.net(x)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import nn
 
+from pnp.denoisers.channels import channelwise
 from pnp.lipschitz import conv_spectral_norm, unit
 
 POWER_MAX_ITER, POWER_TOL = 1000, 1e-6
@@ -79,6 +80,7 @@ class EulerNet(Denoiser):
             layer.fresh = False  # weights may change: re-converge the norms at the next eval forward
         return super().train(mode)
 
+    @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         z = F.pad(x, (0, 0, 0, 0, 0, self.width - self.channels))
         for layer in self.layers:

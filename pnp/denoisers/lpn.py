@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import nn
 
+from pnp.denoisers.channels import channelwise
+
 
 class LPN(Denoiser):
     """D(y) = ∇ψ_θ(y) with ψ_θ convex; ``kernel_size=1`` on [B, C, 1, 1] inputs gives a scalar (1D) network."""
@@ -36,7 +38,7 @@ class LPN(Denoiser):
             nn.Conv2d(width, width, kernel_size, padding=pad, bias=False) for _ in range(depth - 1)
         )
         self.output = nn.Conv2d(width, 1, 1, bias=False)
-        self.beta, self.alpha = beta, alpha
+        self.channels, self.beta, self.alpha = channels, beta, alpha
         with torch.no_grad():
             for conv in [*self.hidden, self.output]:
                 conv.weight.uniform_(0.0, 1.0 / (conv.weight[0].numel()))
@@ -65,6 +67,7 @@ class LPN(Denoiser):
             for conv in [*self.hidden, self.output]:
                 conv.weight.clamp_(min=0.0)
 
+    @channelwise
     def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """∇ψ_θ(y); works inside ``torch.inference_mode`` (the gradient is taken outside it)."""
         create_graph = torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and self.training
