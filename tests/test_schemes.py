@@ -58,13 +58,22 @@ def tiny_dncnn() -> dinv.models.DnCNN:
 DENOISERS = {"wavelet": lambda: dinv.models.WaveletDenoiser(level=2, wv="db4"), "dncnn": tiny_dncnn}
 
 
+# (ours, deepinv's, deepinv's init from x0): our ADMM (x, z, u) are deepinv's (u, x, z), its estimate is our z
+DEEPINV = {
+    "pgd": (PGD, dinv.optim.PGD, lambda x0: x0),
+    "admm": (ADMM, dinv.optim.ADMM, lambda x0: (x0, torch.zeros_like(x0))),
+}
+
+
+@pytest.mark.parametrize("scheme", DEEPINV)
 @pytest.mark.parametrize("denoiser", DENOISERS)
 @pytest.mark.parametrize("build", [deblur, cs])
-def test_pgd_matches_deepinv(denoiser, build):
+def test_iterates_match_deepinv(scheme, denoiser, build):
+    ours_cls, theirs_cls, init = DEEPINV[scheme]
     problem = build(small_image(32), seed=2)
     den, sigma, n = DENOISERS[denoiser](), 0.03, 25
-    ours = PGD().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
-    ref = dinv.optim.PGD(
+    ours = ours_cls().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
+    ref = theirs_cls(
         data_fidelity=L2(),
         prior=dinv.optim.PnP(den),
         stepsize=ours.stepsize,
@@ -73,28 +82,8 @@ def test_pgd_matches_deepinv(denoiser, build):
         early_stop=False,
     )
     with torch.no_grad():
-        theirs = ref(problem.y, problem.physics, init=problem.x0)
+        theirs = ref(problem.y, problem.physics, init=init(problem.x0))
     assert ours.history.iterations == n
-    assert ((ours.x - theirs).norm() / theirs.norm()).item() < 1e-5
-
-
-@pytest.mark.parametrize("denoiser", DENOISERS)
-@pytest.mark.parametrize("build", [deblur, cs])
-def test_admm_matches_deepinv(denoiser, build):
-    """Our (x, z, u) are deepinv's (u, x, z); its init tuple is (x0, 0) and its estimate is our z."""
-    problem = build(small_image(32), seed=2)
-    den, sigma, n = DENOISERS[denoiser](), 0.03, 25
-    ours = ADMM().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
-    ref = dinv.optim.ADMM(
-        data_fidelity=L2(),
-        prior=dinv.optim.PnP(den),
-        stepsize=ours.stepsize,
-        sigma_denoiser=sigma,
-        max_iter=n,
-        early_stop=False,
-    )
-    with torch.no_grad():
-        theirs = ref(problem.y, problem.physics, init=(problem.x0, torch.zeros_like(problem.x0)))
     assert ((ours.x - theirs).norm() / theirs.norm()).item() < 1e-5
 
 
