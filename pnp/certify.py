@@ -61,7 +61,8 @@ def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g:
 def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     denoiser = build_denoiser(cfg, device, torch.float32)
-    clean = held_out(make_split(), cfg.size).to(device)
+    split = make_split()
+    clean = held_out(split, cfg.size).to(device)
     g = generator(cfg.seed, torch.device("cpu"))
     d_fn: Fn = lambda v: denoiser(v, cfg.denoiser.sigma)  # noqa: E731
     q_fn: Fn = lambda v: 2 * denoiser(v, cfg.denoiser.sigma) - v  # noqa: E731
@@ -75,7 +76,7 @@ def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for i in range(x.shape[0]):
             points.append(
                 {
-                    "image": make_split().validation[i],
+                    "image": split.validation[i],
                     "noise": float(sigma),
                     "lip_D": float(d.norm[i]),
                     "lip_2D_minus_I": float(q.norm[i]),

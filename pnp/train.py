@@ -31,8 +31,8 @@ from pnp.solve import user_errors
 def validate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
     """Mean PSNR of D(noisy) on the validation crops."""
     model.eval()
-    with torch.no_grad() if not hasattr(model, "psi") else torch.enable_grad():
-        out = torch.cat([model(noisy[i : i + 1], None).detach() for i in range(noisy.shape[0])])
+    with torch.no_grad():  # an LPN takes its own gradient inside forward
+        out = torch.cat([model(noisy[i : i + 1], None) for i in range(noisy.shape[0])])
     model.train()
     return float(batch_psnr(out.clamp(0, 1), clean).mean())
 

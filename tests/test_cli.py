@@ -25,6 +25,16 @@ def solve(*args: str, run_dir: Path | None = None) -> subprocess.CompletedProces
     )
 
 
+def plot_script(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/plot_convergence.py", str(folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -87,13 +97,7 @@ def test_sweep_and_plot_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").exists())
     assert len(runs) == 4
-    plot = subprocess.run(
-        [sys.executable, "scripts/plot_convergence.py", str(sweep)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    plot = plot_script(sweep)
     assert plot.returncode == 0, plot.stderr
     for name in ("summary.csv", "summary.md", "convergence.png"):
         assert (sweep / name).stat().st_size > 0
@@ -108,14 +112,7 @@ def test_sweep_and_plot_script(tmp_path):
 
 
 def test_plot_script_rejects_a_folder_without_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/plot_convergence.py", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert_user_error(proc, "no runs")
+    assert_user_error(plot_script(tmp_path), "no runs")
 
 
 def test_user_colour_image_and_seed_reproducibility(tmp_path):
