@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: denoisers by config name, held-out images, markdown tables."""
+"""Shared helpers of the benchmark scripts: denoisers by config name, held-out images, run summaries, tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import torch
+from deepinv.loss.metric import SSIM
 
 from pnp.data import held_out, make_split
+from pnp.monitor import History, batch_psnr
+from pnp.problems import Problem
 from pnp.solve import compose_denoiser
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")
@@ -60,3 +63,33 @@ def write_table(path: Path, rows: list[dict], title: str, notes: str = "") -> No
     lines = [f"# {title}", "", notes, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def monotone_after(c: torch.Tensor, start: int = 10) -> torch.Tensor:
+    """Per batch element: c_k non-increasing (to 1e-6 relative) from iteration ``start`` on."""
+    c = c[start:]
+    return (c[1:] <= c[:-1] * (1 + 1e-6)).all(dim=0) if c.shape[0] > 1 else torch.ones(c.shape[1], dtype=torch.bool)
+
+
+def iterations_to_tol(c: torch.Tensor, tol: float) -> torch.Tensor:
+    """First iteration (1-based) with c_k < tol per batch element, or 0 where it never got there."""
+    below = c < tol
+    return torch.where(below.any(dim=0), below.int().argmax(dim=0) + 1, torch.zeros_like(below[0], dtype=torch.long))
+
+
+def summarise(problem: Problem, x: torch.Tensor, h: History, seconds: float, tol: float) -> dict:
+    """Batch means of the per-image figures, counts of converged/monotone images."""
+    n = x.shape[0]
+    its = iterations_to_tol(h.rel_residual, tol)
+    converged = its > 0
+    ssim = SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), problem.x_true.float())
+    return {
+        "psnr": float(batch_psnr(x.clamp(0, 1), problem.x_true).mean()),
+        "ssim": float(ssim.mean()),
+        "iters_to_tol": float(its[converged].float().mean()) if converged.any() else "-",
+        "converged": f"{int(converged.sum())}/{n}",
+        "monotone_after_10": f"{int(monotone_after(h.rel_residual).sum())}/{n}",
+        "diverged": h.diverged,
+        "final_c_k": float(h.rel_residual[-1].max()),
+        "time_s": seconds,
+    }

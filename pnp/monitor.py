@@ -79,6 +79,7 @@ class ConvergenceMonitor:
         check_every: int = 10,
         divergence_factor: float = 1e3,
         progress: bool = True,
+        track_fidelity: bool = True,
     ) -> None:
         check(isinstance(max_iter, int) and max_iter >= 1, f"max_iter must be a positive integer, got {max_iter!r}")
         check(
@@ -88,16 +89,16 @@ class ConvergenceMonitor:
         self.max_iter, self.check_every = max_iter, check_every
         self.tol = check_positive("tol", tol)
         self.divergence_factor = check_positive("divergence_factor", divergence_factor)
-        self.progress = progress
+        self.progress, self.track_fidelity = progress, track_fidelity
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def start(self, x0: torch.Tensor, x_true: torch.Tensor | None = None, track_fidelity: bool = True) -> None:
+    def start(self, x0: torch.Tensor, x_true: torch.Tensor | None = None) -> None:
         """Allocate the buffers on ``x0``'s device; call once before the first iteration."""
         n, b = self.max_iter, x0.shape[0]
         opts = {"device": x0.device, "dtype": torch.float64 if x0.dtype == torch.float64 else torch.float32}
         self._residual = torch.full((n, b), math.nan, **opts)
         self._psnr = torch.full((n, b), math.nan, **opts) if x_true is not None else None
-        self._fidelity = torch.full((n, b), math.nan, **opts) if track_fidelity else None
+        self._fidelity = torch.full((n, b), math.nan, **opts) if self.track_fidelity else None
         self._x0_norm = batch_norm(x0).to(opts["dtype"]).clamp_min(torch.finfo(opts["dtype"]).tiny)
         self._x_true = x_true
         self.last_finite = x0.clone()

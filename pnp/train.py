@@ -121,7 +121,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     record = {
         "name": name,
-        "recipe": f"{name}_{cfg.scale.name}",
+        "recipe": HydraConfig.get().runtime.choices["recipe"] if HydraConfig.initialized() else None,
         "steps": cfg.steps,
         "wall_time_s": wall,
         "device": str(device),

@@ -9,7 +9,7 @@ from deepinv.optim.data_fidelity import L2
 
 from pnp.denoisers import LPN, DnCNN, EulerNet
 from pnp.denoisers.euler import EulerLayer
-from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
+from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import FirmlyNonexpansive, ProximalMatching
 from pnp.monitor import batch_norm
 
@@ -69,7 +69,9 @@ def test_euler_layer_is_nonexpansive_even_with_large_weights(scale, training):
         ratio = batch_norm(layer(x) - layer(y)) / batch_norm(x - y)
     assert ratio.max() <= 1.0 + 1e-5
     norm, _ = conv_spectral_norm(layer.weight.detach(), n_iter=2000, tol=1e-10)
-    assert float(layer.tau()) * float(norm) ** 2 <= 2.0
+    assert float(layer.tau().detach()) * float(norm) ** 2 <= 2.0
+    if not training:  # eval: the step obeys the certified, size-independent bound
+        assert float(layer.tau()) * float(conv_norm_bound(layer.weight)) ** 2 <= 2.0 - layer.margin + 1e-6
 
 
 def test_euler_network_nonexpansive_and_averaged_form_firmly_nonexpansive():
@@ -146,6 +148,17 @@ def test_power_iteration_matches_exact_spectral_norm():
     )
     norm, _ = conv_spectral_norm(weight, size=6, n_iter=5000, tol=1e-14)
     assert float(norm) == pytest.approx(torch.linalg.matrix_norm(explicit, 2).item(), rel=1e-6)
+
+
+def test_conv_norm_bound_is_above_the_norm_at_every_size_and_tight():
+    weight = torch.randn(3, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    bound = float(conv_norm_bound(weight))
+    for size in (3, 8, 16):
+        basis = torch.eye(2 * size * size, dtype=torch.float64).view(-1, 2, size, size)
+        explicit = torch.nn.functional.conv2d(basis, weight, padding=1).flatten(1)
+        assert torch.linalg.matrix_norm(explicit, 2).item() <= bound
+    large, _ = conv_spectral_norm(weight, size=128, n_iter=5000, tol=1e-14)
+    assert bound <= 1.005 * float(large)
 
 
 def test_fne_training_lowers_the_penalty_on_a_toy_set():

@@ -77,3 +77,15 @@ def test_bad_settings():
         EquivariantDenoiser(Biased(), mode="sometimes")
     with pytest.raises(ConfigError, match="trivial"):
         EquivariantDenoiser(Biased(), rotations_flips=False)
+
+
+def test_warm_started_denoisers_restart_under_random_transforms():
+    """TV's warm start (its previous dual) belongs to another transform of another input: the wrapper turns it off,
+    so a call gives what a fresh TV gives for the same group element."""
+    wrapped = EquivariantDenoiser(dinv.models.TVDenoiser(n_it_max=20), "random", seed=0)
+    wrapped(small_image(16).flip(-1) ** 2, 0.1)  # leaves a warm start behind without the fix
+    state = wrapped.generator.get_state()
+    out = wrapped(small_image(16), 0.1)
+    g = wrapped.elements[int(torch.randint(len(wrapped.elements), (1,), generator=torch.Generator().set_state(state)))]
+    fresh = dinv.models.TVDenoiser(n_it_max=20)
+    torch.testing.assert_close(out, inverse_transform(fresh(transform(small_image(16), g), 0.1), g))

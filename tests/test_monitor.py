@@ -72,6 +72,23 @@ def test_admm_fidelity_is_that_of_the_monitored_iterate():
     assert result.history.fidelity[-1, 0].item() == pytest.approx(f, rel=1e-5)
 
 
+@pytest.mark.parametrize("scheme", [PGD, ADMM])
+def test_fidelity_tracking_can_be_switched_off(scheme, monkeypatch):
+    problem = deblur(small_image(16), seed=0)
+
+    def run(track: bool):
+        monitor = ConvergenceMonitor(max_iter=4, progress=False, track_fidelity=track)
+        return scheme().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor)
+
+    tracked = run(True)
+    calls = []
+    forward = problem.physics.A
+    monkeypatch.setattr(problem.physics, "A", lambda x, **kw: calls.append(1) or forward(x, **kw))
+    untracked = run(False)
+    assert untracked.history.fidelity is None and tracked.history.fidelity is not None
+    assert len(calls) == (4 if scheme is PGD else 0)  # PGD needs A x for its gradient; ADMM's prox is closed form
+
+
 def test_stops_at_tolerance_only_at_check_points():
     problem = deblur(small_image(16), seed=0)
 

@@ -30,3 +30,12 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_demo_command_sets_up_and_runs_the_deblur_demo():
     demo = command_after("run the demo")
     assert "pip install" in demo and demo.endswith("-m pnp.solve +problem=deblur")
+
+
+def test_every_file_the_readme_links_to_exists():
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)\)", text) + re.findall(r"`(benchmarks/results/[^`*\s]+)`", text)
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links to its results"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing

@@ -149,7 +149,7 @@ def test_certify_writes_its_certificate(tiny_runs, tmp_path):
     assert len(cert["points"]) == 2 * len(HELD_OUT)
     assert cert["summary"]["lip_D"]["max"] <= 1.0 + 1e-3
     assert cert["passed"] and cert["checks"][0]["check"].startswith("max lip_D")
-    assert cert["layer_bound"]["max_tau_norm2_over_2"] <= 1.0
+    assert cert["layer_bound"]["max_tau_bound2_over_2"] <= 1.0
     assert "PASS" in proc.stdout and "Lip(D)" in proc.stdout
 
 

@@ -68,6 +68,10 @@ class EquivariantDenoiser(Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
         if self.mode == "random":
             g = self.elements[int(torch.randint(len(self.elements), (1,), generator=self.generator))]
+            if hasattr(self.denoiser, "restart"):
+                # deepinv's TV/TGV warm-start their inner solver from the previous call's variables, which belong to
+                # another transform of the image here (PnP-TV then loses ~6 dB); ``restart`` holds for one call
+                self.denoiser.restart = True
             return inverse_transform(self.denoiser(transform(x, g), sigma, **kwargs), g)
         return self.average(x, sigma, **kwargs)
 

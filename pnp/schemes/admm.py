@@ -7,7 +7,8 @@
 started from z_0 = x_0, u_0 = 0; the monitored iterate is z_k (the denoiser's output). prox_{γf} is deepinv's
 ``DataFidelity.prox``: closed form where the physics has one (e.g. ``BlurFFT``), conjugate gradient otherwise.
 Mapping to deepinv's ``ADMM`` (``g_first=False``, β = 1): its (u, x, z) are our (x, z, u), so its estimate is our z
-and its init tuple is (x_0, 0). Monitoring f(z_k) costs one extra A z per iteration.
+and its init tuple is (x_0, 0). Monitoring f(z_k) costs one extra A z per iteration (``monitor.track_fidelity=false``
+skips it).
 """
 
 from __future__ import annotations
@@ -30,5 +31,6 @@ class ADMM(Scheme):
         z, u = state
         x = ctx.fidelity.prox(z - u, ctx.y, ctx.physics, gamma=ctx.gamma)
         z = ctx.denoiser(x + u, ctx.sigma)
-        ctx.monitor.record_fidelity(k, ctx.fidelity_value(ctx.physics.A(z)))
+        if ctx.monitor.track_fidelity:  # f(z) costs one more A z per iteration
+            ctx.monitor.record_fidelity(k, ctx.fidelity_value(ctx.physics.A(z)))
         return z, u + x - z

@@ -1,0 +1,60 @@
+"""Smoke runs of the benchmark scripts (their quick modes, on tiny cases): they run, write their tables, and the
+speed contenders compute the same iterates. No timing is asserted."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_speed_quick_contenders_agree(tmp_path):
+    benchmark("speed.py", "--quick", "--device", "cpu", "--out", str(tmp_path))
+    table = rows(tmp_path / "speed_quick.csv")
+    assert {r["contender"] for r in table} == {"pnp", "bare", "deepinv", "deepinv0"}
+    assert {r["case"].split()[0] for r in table} == {"pgd", "admm"}
+    for r in table:
+        assert float(r["max_rel_diff_vs_bare"]) < 1e-4, r
+        assert float(r["per_iter_ms"]) > 0 and float(r["peak_mib"]) > 0
+    assert (tmp_path / "speed_quick.md").read_text().startswith("# Speed")
+
+
+def test_quality_quick_subset(tmp_path):
+    benchmark("quality.py", "--quick", "--problems", "deblur_gaussian", "--priors", "tv,euler", "--out", str(tmp_path))
+    table = rows(tmp_path / "quality_quick.csv")
+    assert [(r["prior"], r["equivariant"]) for r in table] == [
+        ("tv", "False"),
+        ("tv", "True"),
+        ("euler", "False"),
+        ("euler", "True"),
+    ]
+    for r in table:
+        assert 20 < float(r["psnr"]) < 40 and r["diverged"] == "False"
+    assert (tmp_path / "quality_quick_deblur_gaussian.png").stat().st_size > 0
+
+
+def test_quality_rejects_unknown_names():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/quality.py", "--quick", "--priors", "tv,nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown problem or prior: nope" in proc.stderr
