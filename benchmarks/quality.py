@@ -145,19 +145,16 @@ def main() -> None:
     for name in problems:
         problem_rows, curves, init_psnr, shape = benchmark(name, priors, count, size, max_iter, args.quick)
         rows += problem_rows
-        inits.append(
-            f"{name} ({PROBLEMS[name].description}, {shape[0]} images of {shape[-1]}², start {init_psnr:.2f} dB)"
+        what = PROBLEMS[name].description
+        inits.append(f"{name} ({what}, {shape[0]} images of {shape[-1]}², start {init_psnr:.2f} dB)")
+        plot_curves(args.out / f"{stem}_{name}.png", curves, title=f"{what}: PnP-PGD, first image")
+        notes = (
+            f"Held-out images (never trained on), means over images; converged/monotone count images (c_k < {TOL:g} "
+            f"within {max_iter} iterations; c_k non-increasing after iteration 10); iters_to_tol averages the "
+            f"converged images; time_s is the whole batch. γ = 1/‖A‖² (PGD and ADMM). Priors: {', '.join(priors)}. "
+            f"Problems: {'; '.join(inits)}. Machine: {machine()}."
         )
-        plot_curves(
-            args.out / f"{stem}_{name}.png", curves, title=f"{PROBLEMS[name].description}: PnP-PGD, first image"
-        )
-    notes = (
-        f"Held-out images (never trained on), means over images; converged/monotone count images (c_k < {TOL:g} "
-        f"within {max_iter} iterations; c_k non-increasing after iteration 10); iters_to_tol averages the converged "
-        f"images; time_s is the whole batch. γ = 1/‖A‖² (PGD and ADMM). Problems: {'; '.join(inits)}. "
-        f"Machine: {machine()}."
-    )
-    write_table(args.out / stem, rows, "PnP quality and convergence across problems and priors", notes)
+        write_table(args.out / stem, rows, "PnP quality and convergence across problems and priors", notes)  # so far
     print(f"wrote {args.out / stem}.md")
 
 

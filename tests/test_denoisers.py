@@ -71,7 +71,7 @@ def test_euler_layer_is_nonexpansive_even_with_large_weights(scale, training):
     norm, _ = conv_spectral_norm(layer.weight.detach(), n_iter=2000, tol=1e-10)
     assert float(layer.tau().detach()) * float(norm) ** 2 <= 2.0
     if not training:  # eval: the step obeys the certified, size-independent bound
-        assert float(layer.tau()) * float(conv_norm_bound(layer.weight)) ** 2 <= 2.0 - layer.margin + 1e-6
+        assert float(layer.tau().detach()) * float(conv_norm_bound(layer.weight)) ** 2 <= 2.0 - layer.margin + 1e-6
 
 
 def test_euler_network_nonexpansive_and_averaged_form_firmly_nonexpansive():
