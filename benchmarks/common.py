@@ -6,13 +6,15 @@ import csv
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from deepinv.loss.metric import SSIM
 
 from pnp.data import held_out, make_split
-from pnp.monitor import History, batch_psnr
+from pnp.monitor import ConvergenceMonitor, History, batch_psnr
 from pnp.problems import Problem
+from pnp.schemes import Scheme
 from pnp.solve import compose_denoiser
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")
@@ -93,3 +95,19 @@ def summarise(problem: Problem, x: torch.Tensor, h: History, seconds: float, tol
         "final_c_k": float(h.rel_residual[-1].max()),
         "time_s": seconds,
     }
+
+
+def run_and_summarise(problem: Problem, scheme: Scheme, den, sigma: float, max_iter: int, tol: float):
+    """Run ``scheme`` on ``problem`` and return (:func:`summarise` row, curves of the first image)."""
+    monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
+    start = time.perf_counter()
+    result = scheme.run(
+        problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor, x_true=problem.x_true
+    )
+    h = result.history
+    curve: dict[str, Any] = {
+        "iter": list(range(1, h.iterations + 1)),
+        "rel_residual": h.rel_residual[:, 0].tolist(),
+        "psnr": h.psnr[:, 0].tolist(),
+    }
+    return summarise(problem, result.x, h, time.perf_counter() - start, tol), curve

@@ -9,13 +9,11 @@ iterates keep moving. Writes benchmarks/results/pnp_equivariance.{md,csv} and it
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import RESULTS, denoiser, machine, summarise, write_table
+from common import RESULTS, denoiser, machine, run_and_summarise, write_table
 
 from pnp.denoisers import EquivariantDenoiser
 from pnp.images import load_image
-from pnp.monitor import ConvergenceMonitor
 from pnp.plotting import plot_curves
 from pnp.problems import deblur
 from pnp.schemes import PGD
@@ -40,25 +38,10 @@ def main() -> None:
     }
     rows, curves = [], {}
     for label, den in variants.items():
-        monitor = ConvergenceMonitor(max_iter=max_iter, tol=args.tol, progress=False)
-        start = time.perf_counter()
-        result = PGD(step_factor=args.step_factor).run(
-            problem.y,
-            problem.physics,
-            den,
-            sigma,
-            problem.x0,
-            norm=problem.norm,
-            monitor=monitor,
-            x_true=problem.x_true,
+        summary, curves[label] = run_and_summarise(
+            problem, PGD(step_factor=args.step_factor), den, sigma, max_iter, args.tol
         )
-        h = result.history
-        rows.append({"denoiser": label, **summarise(problem, result.x, h, time.perf_counter() - start, args.tol)})
-        curves[label] = {
-            "iter": list(range(1, h.iterations + 1)),
-            "rel_residual": h.rel_residual[:, 0].tolist(),
-            "psnr": h.psnr[:, 0].tolist(),
-        }
+        rows.append({"denoiser": label, **summary})
         print(rows[-1], flush=True)
     suffix = "_quick" if args.quick else ""
     notes = (

@@ -19,7 +19,6 @@ iterations, PGD only, no BM3D: a smoke run of a few minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,12 @@ from common import (
     denoiser,
     held_out_images,
     machine,
-    summarise,
+    run_and_summarise,
     write_table,
 )
 
 from pnp.denoisers import EquivariantDenoiser
-from pnp.monitor import ConvergenceMonitor, batch_psnr
+from pnp.monitor import batch_psnr
 from pnp.plotting import plot_curves
 from pnp.problems import Problem, cs, ct, deblur
 from pnp.schemes import ADMM, PGD
@@ -96,29 +95,11 @@ def benchmark(name: str, priors: list[str], count: int | None, size: int | None,
     rows, curves, cache = [], {}, Priors()
     for prior, scheme, eq in runs(setting, priors, quick):
         den, sigma = cache.get(prior, eq)
-        monitor = ConvergenceMonitor(max_iter=max_iter, tol=TOL, progress=False)
-        start = time.perf_counter()
-        result = (PGD() if scheme == "pgd" else ADMM()).run(
-            problem.y,
-            problem.physics,
-            den,
-            sigma,
-            problem.x0,
-            norm=problem.norm,
-            monitor=monitor,
-            x_true=problem.x_true,
-        )
-        seconds = time.perf_counter() - start
-        h = result.history
-        row = {"problem": name, "prior": prior, "equivariant": eq, "scheme": scheme}
-        rows.append(row | summarise(problem, result.x, h, seconds, TOL))
+        summary, curve = run_and_summarise(problem, PGD() if scheme == "pgd" else ADMM(), den, sigma, max_iter, TOL)
+        rows.append({"problem": name, "prior": prior, "equivariant": eq, "scheme": scheme} | summary)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         if scheme == "pgd" and not eq:
-            curves[prior] = {
-                "iter": list(range(1, h.iterations + 1)),
-                "rel_residual": h.rel_residual[:, 0].tolist(),
-                "psnr": h.psnr[:, 0].tolist(),
-            }
+            curves[prior] = curve
     init_psnr = float(batch_psnr(problem.x0.clamp(0, 1), problem.x_true).mean())
     return rows, curves, init_psnr, problem.x_true.shape
 
