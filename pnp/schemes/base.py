@@ -48,9 +48,11 @@ class Context:
     gamma: float
     monitor: ConvergenceMonitor
 
-    def fidelity_value(self, ax: torch.Tensor) -> torch.Tensor:
-        """f(x) per batch element from an already computed A x."""
-        return self.fidelity.d.fn(ax, self.y)
+    def record_fidelity(self, k: int, x: torch.Tensor | None = None, ax: torch.Tensor | None = None) -> None:
+        """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed; nothing (not even
+        A x) when the monitor does not track the fidelity."""
+        if self.monitor.track_fidelity:
+            self.monitor.record_fidelity(k, self.fidelity.d.fn(self.physics.A(x) if ax is None else ax, self.y))
 
 
 def gradient_lipschitz(fidelity: DataFidelity, norm: float) -> float | None:

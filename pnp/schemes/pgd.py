@@ -40,12 +40,10 @@ class PGD(Scheme):
 
     def step(self, x: torch.Tensor, ctx: Context, k: int) -> torch.Tensor:
         ax = ctx.physics.A(x)
-        if ctx.monitor.track_fidelity:
-            ctx.monitor.record_fidelity(k - 1, ctx.fidelity_value(ax))  # f(x_k) belongs to the previous row
+        ctx.record_fidelity(k - 1, ax=ax)  # f(x_k) belongs to the previous row
         grad = ctx.physics.A_adjoint(ctx.fidelity.d.grad(ax, ctx.y))
         z = ctx.denoiser(x - ctx.gamma * grad, ctx.sigma)
         return z if self.relaxation == 1 else torch.lerp(x, z, self.relaxation)
 
     def finalize(self, x: torch.Tensor, ctx: Context, k: int) -> None:
-        if ctx.monitor.track_fidelity:
-            ctx.monitor.record_fidelity(k, ctx.fidelity_value(ctx.physics.A(x)))
+        ctx.record_fidelity(k, x)
