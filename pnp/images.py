@@ -14,20 +14,24 @@ from skimage import color, io, transform, util
 
 from pnp.errors import ConfigError, check
 
-#: Images embedded in the scikit-image wheel (no download); ``phantom`` is the Shepp–Logan phantom.
+#: Images embedded in the scikit-image wheel (no download); ``phantom`` is the Shepp–Logan phantom,
+#: ``motorcycle`` the left view of the stereo pair.
 EMBEDDED = {
     "astronaut": skimage.data.astronaut,
     "brick": skimage.data.brick,
     "camera": skimage.data.camera,
     "cat": skimage.data.cat,
     "cell": skimage.data.cell,
+    "clock": skimage.data.clock,
     "coffee": skimage.data.coffee,
     "coins": skimage.data.coins,
     "grass": skimage.data.grass,
     "gravel": skimage.data.gravel,
+    "horse": skimage.data.horse,
     "hubble_deep_field": skimage.data.hubble_deep_field,
     "immunohistochemistry": skimage.data.immunohistochemistry,
     "moon": skimage.data.moon,
+    "motorcycle": lambda: skimage.data.stereo_motorcycle()[0],
     "page": skimage.data.page,
     "phantom": skimage.data.shepp_logan_phantom,
     "retina": skimage.data.retina,

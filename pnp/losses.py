@@ -5,7 +5,9 @@
   ‖∇Q(x̃)‖² by power iteration on the Jacobian. ``at="both"`` (default) takes half of the points on the segment
   x̃ = τ·clean + (1 − τ)·D(noisy), τ ~ U[0, 1] (the original authors' choice: where PnP iterates live near a fixed
   point) and half at the noisy inputs themselves (where PnP starts, and where ``pnp.certify`` also checks; the
-  segment alone left Lip(2D − Id) ≈ 1.6 at noisy inputs in our CPU recipe).
+  segment alone left Lip(2D − Id) ≈ 1.6 at noisy inputs in our CPU recipe). ``point_noise`` > 0 draws the noisy
+  points afresh as clean + σ·n, σ ~ U[0, point_noise], so the penalty can reach inputs noisier than the training
+  batch (CT iterates start from an FBP far outside the denoiser's training noise).
 * :class:`ProximalMatching`: the LPN schedule (Fang et al. 2024): L1 for the first ``l1_fraction`` of the steps,
   then 1 − exp(−‖D(y) − x‖²/γ²) with γ = (8, 4, 2, 1)·γ_min in equal stages, γ_min = ``gamma_scale``·√d.
 """
@@ -50,10 +52,12 @@ class FirmlyNonexpansive(Denoising):
         points: int = 4,
         clip: float = 1e3,
         at: str = "both",
+        point_noise: float = 0.0,
     ) -> None:
         super().__init__(loss)
         check(at in ("segment", "noisy", "both"), f"at must be segment, noisy or both, got {at!r}")
-        self.lam, self.eps, self.at = check_positive("lam", lam), eps, at
+        check(point_noise >= 0, f"point_noise must be >= 0, got {point_noise}")
+        self.lam, self.eps, self.at, self.point_noise = check_positive("lam", lam), eps, at, point_noise
         self.power_iters, self.points, self.clip = power_iters, points, clip
 
     def penalty_points(self, model, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,11 @@ class FirmlyNonexpansive(Denoising):
             denoised = model(noisy[:n_segment], None)
         tau = torch.rand(n_segment, 1, 1, 1, device=clean.device, dtype=clean.dtype)
         segment = tau * clean[:n_segment] + (1 - tau) * denoised
-        return torch.cat([segment, noisy[n_segment : n_segment + n_noisy]])
+        chosen = slice(n_segment, n_segment + n_noisy)
+        if self.point_noise > 0:
+            sigma = self.point_noise * torch.rand(n_noisy, 1, 1, 1, device=clean.device, dtype=clean.dtype)
+            return torch.cat([segment, clean[chosen] + sigma * torch.randn_like(clean[chosen])])
+        return torch.cat([segment, noisy[chosen]])
 
     def __call__(self, model, clean, noisy, step, steps):
         fidelity = self.fidelity(model(noisy, None), clean)

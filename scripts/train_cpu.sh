@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Train the four shipped denoisers with their CPU recipes and ship them into pnp/weights/ (about 1.5 h on 2 cores).
-# fne_dncnn starts from the shipped dncnn, so dncnn comes first. On a GPU: add scale=gpu device=cuda.
+# Train the four shipped denoisers with their CPU recipes and ship them into pnp/weights/ (about 1 h on 2 cores).
+# fne_dncnn starts from the shipped dncnn, so dncnn comes first; lpn and fne_dncnn add stages from their own weights.
+# Extra arguments (e.g. device=cpu) go to every run. The full-size recipes are one run each on a GPU:
+#   python -m pnp.train denoiser=<name> scale=gpu device=cuda ship=true   (then lpn's second stage: recipe=lpn_convex_gpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for name in dncnn euler lpn fne_dncnn; do
   python -m pnp.train denoiser="$name" ship=true "$@"
 done
-# fne_dncnn, second stage: a stronger penalty from the first stage's weights (max Lip(2D - Id) 1.22 -> 1.16)
+# lpn, second stage: the proximal-matching LPN fine-tuned with the firmly-nonexpansive penalty, half of its points at
+# inputs as noisy as CT's FBP start (a convex prior: PnP converges on deblurring and CT; 6 min on 2 cores)
+python -m pnp.train denoiser=lpn recipe=lpn_convex_cpu hydra.run.dir=outputs/train/lpn_cpu_convex ship=true "$@"
+# fne_dncnn, second and third stages from the previous stage's weights: a stronger penalty (lam 0.5, 5 power
+# iterations; certified max Lip(2D - Id) 1.22 -> 1.16), then a wider margin (eps 0.2: the hinge starts at
+# ||grad Q||^2 = 0.8) at 6 points per batch (1.16 -> 0.975, every held-out test point below 1; 7 min on 2 cores).
 python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 objective.power_iters=5 steps=800 \
   hydra.run.dir=outputs/train/fne_dncnn_cpu_stage2 ship=true "$@"
+python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 objective.power_iters=5 \
+  objective.eps=0.2 objective.points=6 steps=700 hydra.run.dir=outputs/train/fne_dncnn_cpu_stage3 ship=true "$@"

@@ -4,6 +4,7 @@ speed contenders compute the same iterates. No timing is asserted."""
 from __future__ import annotations
 
 import csv
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+def benchmark(script: str, *args: str, folder: str = "benchmarks") -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, f"{folder}/{script}", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -58,3 +59,13 @@ def test_quality_rejects_unknown_names():
         timeout=120,
     )
     assert proc.returncode == 2 and "unknown problem or prior: nope" in proc.stderr
+
+
+def test_repeated_denoising_steps_never_grow_for_the_nonexpansive_euler(tmp_path):
+    args = ("--denoisers", "euler", "tv", "--iterations", "8", "--size", "32", "--out", str(tmp_path))
+    benchmark("repeated_denoising.py", *args, folder="scripts")
+    table = rows(tmp_path / "repeated_denoising.csv")
+    steps = [float(r["rel_step"]) for r in table if r["denoiser"] == "euler"]
+    assert len(steps) == 8 and len(table) == 16
+    assert all(b <= a * (1 + 1e-5) for a, b in itertools.pairwise(steps)), steps
+    assert (tmp_path / "repeated_denoising.png").stat().st_size > 0

@@ -9,6 +9,7 @@ from deepinv.optim.data_fidelity import L2
 
 from pnp.denoisers import LPN, DnCNN, EulerNet
 from pnp.denoisers.euler import EulerLayer
+from pnp.errors import ConfigError
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import FirmlyNonexpansive, ProximalMatching
 from pnp.monitor import batch_norm
@@ -179,6 +180,19 @@ def test_fne_training_lowers_the_penalty_on_a_toy_set():
         opt.step()
     after = jacobian_spectral_norm(q, clean, n_iter=100).norm.max()
     assert before > 1.5 and after < 0.8 * before
+
+
+def test_fne_penalty_points_can_be_noisier_than_the_training_batch():
+    model, clean = DnCNN(depth=2, width=4), torch.rand(8, 1, 16, 16)
+    noisy = clean + 0.01 * torch.randn_like(clean)
+    torch.manual_seed(0)
+    own = FirmlyNonexpansive(points=8).penalty_points(model, clean, noisy)
+    wide = FirmlyNonexpansive(points=8, point_noise=1.0).penalty_points(model, clean, noisy)
+    assert own.shape == wide.shape == (8, 1, 16, 16)
+    assert torch.equal(own[4:], noisy[4:])  # default: the batch's own noisy inputs
+    assert (wide[4:] - clean[4:]).flatten(1).std(1).max() > 0.1  # σ ~ U[0, 1] per point
+    with pytest.raises(ConfigError, match="point_noise"):
+        FirmlyNonexpansive(point_noise=-1.0)
 
 
 def test_proximal_matching_schedule():
