@@ -50,15 +50,18 @@ class EulerLayer(nn.Module):
         self.norm = norm.detach()
         return norm
 
+    def certified_norm(self) -> torch.Tensor:
+        """B ≥ ‖W‖ for every image size (:func:`conv_norm_bound`); cached in eval mode, where the weights are fixed."""
+        if self.training:
+            return conv_norm_bound(self.weight)
+        if not self.fresh:
+            self.bound = conv_norm_bound(self.weight)
+            self.fresh = True
+        return self.bound
+
     def tau(self) -> torch.Tensor:
         """τ = min(softplus(t), (2 − margin)/‖W‖²): power-iteration ‖W‖ in training, certified bound in eval."""
-        if self.training:
-            norm = self.update_norm()
-        else:
-            if not self.fresh:
-                self.bound = conv_norm_bound(self.weight)
-                self.fresh = True
-            norm = self.bound
+        norm = self.update_norm() if self.training else self.certified_norm()
         return torch.minimum(F.softplus(self.step), (2.0 - self.margin) / norm**2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,5 +99,5 @@ class EulerNet(Denoiser):
         """Each layer is nonexpansive by construction: report max_l τ_l B_l²/2 ≤ 1 − margin/2, with B_l ≥ ‖W_l‖ the
         certified bound (any image size), and the resulting bound Lip(N) ≤ 1."""
         with torch.no_grad():
-            ratios = [float(layer.tau() * conv_norm_bound(layer.weight) ** 2 / 2) for layer in self.layers]
+            ratios = [float(layer.tau() * layer.certified_norm() ** 2 / 2) for layer in self.layers]
         return {"lip_D": 1.0, "max_tau_bound2_over_2": max(ratios)}
