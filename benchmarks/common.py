@@ -17,7 +17,8 @@ from pnp.problems import Problem
 from pnp.schemes import Scheme
 from pnp.solve import compose_denoiser
 
-LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")
+LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
+CONDITIONAL = ("crr",)  # learned priors that take the noise level σ
 CLASSICAL = ("tv", "wavelet", "bm3d")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,10 +37,11 @@ def denoiser(name: str, sigma: float | None = None, device: str = "cpu"):
     return compose_denoiser(name, torch.device(device), overrides)
 
 
-def held_out_images(size: int, count: int | None = None) -> tuple[torch.Tensor, list[str]]:
+def held_out_images(size: int, count: int | None = None, which: str = "test") -> tuple[torch.Tensor, list[str]]:
+    """The test images (every reported number) or the validation images (tuning), centre crops of ``size``²."""
     split = make_split()
-    names = split.validation[:count] if count else split.validation
-    return held_out(split, size)[: len(names)], list(names)
+    names = split.images(which)[:count] if count else split.images(which)
+    return held_out(split, size, which)[: len(names)], list(names)
 
 
 def machine() -> str:

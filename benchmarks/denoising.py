@@ -13,7 +13,17 @@ import argparse
 import time
 
 import torch
-from common import CLASSICAL, LEARNED, RESULTS, bm3d_available, denoiser, held_out_images, machine, write_table
+from common import (
+    CLASSICAL,
+    CONDITIONAL,
+    LEARNED,
+    RESULTS,
+    bm3d_available,
+    denoiser,
+    held_out_images,
+    machine,
+    write_table,
+)
 
 from pnp.monitor import batch_psnr
 
@@ -43,7 +53,7 @@ def main() -> None:
     clean, names = held_out_images(size, count)
     g = torch.Generator().manual_seed(0)
     noisy = {s: clean + s * torch.randn(clean.shape, generator=g) for s in NOISE}
-    names_to_run = list(LEARNED) + [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
+    names_to_run = [*LEARNED, *CONDITIONAL] + [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
     rows = []
     for name in names_to_run:
         row: dict = {"denoiser": name}
@@ -53,6 +63,10 @@ def main() -> None:
                 den, strength = denoiser(name)
                 value, seconds = psnr_of(den, strength, noisy[s], clean)
                 choice = "blind"
+            elif name in CONDITIONAL:  # told the true noise level, nothing tuned
+                den, _ = denoiser(name)
+                value, seconds = psnr_of(den, s, noisy[s], clean)
+                choice = "σ"
             else:
                 den, _ = denoiser(name)
                 best = max(((*psnr_of(den, m * s, noisy[s], clean), m) for m in MULTIPLIERS[name]), key=lambda t: t[0])

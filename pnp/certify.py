@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.data import held_out, make_split
 from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp, unit
@@ -60,9 +60,12 @@ def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g:
 
 def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
+    with open_dict(cfg):
+        cfg.denoiser.theta = 1.0  # certify the network itself; θD + (1 − θ)Id inherits its bounds
     denoiser = build_denoiser(cfg, device, torch.float32)
     split = make_split()
-    clean = held_out(split, cfg.size).to(device)
+    clean = held_out(split, cfg.size, "held_out").to(device)
+    names = split.images("held_out")
     g = generator(cfg.seed, torch.device("cpu"))
     d_fn: Fn = lambda v: denoiser(v, cfg.denoiser.sigma)  # noqa: E731
     q_fn: Fn = lambda v: 2 * denoiser(v, cfg.denoiser.sigma) - v  # noqa: E731
@@ -76,7 +79,7 @@ def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for i in range(x.shape[0]):
             points.append(
                 {
-                    "image": split.validation[i],
+                    "image": names[i],
                     "noise": float(sigma),
                     "lip_D": float(d.norm[i]),
                     "lip_2D_minus_I": float(q.norm[i]),

@@ -1,4 +1,5 @@
-"""Training objectives. Each is called as ``objective(model, clean, noisy, step, steps) -> (loss, logs)``.
+"""Training objectives. Each is called as ``objective(model, clean, noisy, step, steps, sigma) -> (loss, logs)``,
+``sigma`` the [B] noise levels of the batch (what noise-conditional models take; blind ones ignore it).
 
 * :class:`Denoising`: MSE or L1 between D(noisy) and clean.
 * :class:`FirmlyNonexpansive`: denoising + λ · max(‖∇Q(x̃)‖², 1 − ε), Q = 2D − Id (Pesquet et al. 2021), with
@@ -8,6 +9,8 @@
   segment alone left Lip(2D − Id) ≈ 1.6 at noisy inputs in our CPU recipe). ``point_noise`` > 0 draws the noisy
   points afresh as clean + σ·n, σ ~ U[0, point_noise], so the penalty can reach inputs noisier than the training
   batch (CT iterates start from an FBP far outside the denoiser's training noise).
+* :class:`GradientStepDenoising`: MSE after ``steps`` gradient steps on ½‖u − y‖² + R_σ(u) from u = y (the t-step
+  denoiser of CRR-NN, Goujon et al. 2023), for models with an explicit regulariser (``model.unrolled``).
 * :class:`ProximalMatching`: the LPN schedule (Fang et al. 2024): L1 for the first ``l1_fraction`` of the steps,
   then 1 − exp(−‖D(y) − x‖²/γ²) with γ = (8, 4, 2, 1)·γ_min in equal stages, γ_min = ``gamma_scale``·√d.
 """
@@ -34,10 +37,28 @@ class Denoising:
         return F.mse_loss(out, clean) if self.loss == "mse" else F.l1_loss(out, clean)
 
     def __call__(
-        self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int
+        self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int, sigma: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Logs]:
-        loss = self.fidelity(model(noisy, None), clean)
+        loss = self.fidelity(model(noisy, sigma), clean)
         return loss, {"loss": float(loss)}
+
+
+class GradientStepDenoising(Denoising):
+    """The t-step denoiser loss of CRR-NN: ‖u_t − clean‖² with u_{k+1} = u_k − α(u_k − y + ∇R_σ(u_k)), u_0 = y.
+
+    ``per_sigma=True`` divides each sample's squared error by σ², so that every noise level of a batch drawn over
+    decades of σ weighs alike (unweighted, the noisiest samples dominate and the low-noise end, where PnP works,
+    is neglected)."""
+
+    def __init__(self, steps: int = 10, per_sigma: bool = True) -> None:
+        super().__init__("mse")
+        check(isinstance(steps, int) and steps >= 1, f"steps must be a positive integer, got {steps!r}")
+        self.steps, self.per_sigma = steps, per_sigma
+
+    def __call__(self, model, clean, noisy, step, steps, sigma=None):
+        err = (model.unrolled(noisy, sigma, self.steps) - clean).flatten(1).pow(2).mean(1)
+        loss = (err / sigma.pow(2)).mean() if self.per_sigma else err.mean()
+        return loss, {"loss": float(loss.detach()), "mse": float(err.detach().mean())}
 
 
 class FirmlyNonexpansive(Denoising):
@@ -60,12 +81,12 @@ class FirmlyNonexpansive(Denoising):
         self.lam, self.eps, self.at, self.point_noise = check_positive("lam", lam), eps, at, point_noise
         self.power_iters, self.points, self.clip = power_iters, points, clip
 
-    def penalty_points(self, model, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def penalty_points(self, model, clean: torch.Tensor, noisy: torch.Tensor, sigma=None) -> torch.Tensor:
         """x̃: ``points`` samples on the clean–denoised segment and/or at the noisy inputs."""
         n_noisy = {"segment": 0, "noisy": self.points, "both": self.points // 2}[self.at]
         n_segment = self.points - n_noisy
         with torch.no_grad():
-            denoised = model(noisy[:n_segment], None)
+            denoised = model(noisy[:n_segment], None if sigma is None else sigma[:n_segment])
         tau = torch.rand(n_segment, 1, 1, 1, device=clean.device, dtype=clean.dtype)
         segment = tau * clean[:n_segment] + (1 - tau) * denoised
         chosen = slice(n_segment, n_segment + n_noisy)
@@ -74,10 +95,11 @@ class FirmlyNonexpansive(Denoising):
             return torch.cat([segment, clean[chosen] + sigma * torch.randn_like(clean[chosen])])
         return torch.cat([segment, noisy[chosen]])
 
-    def __call__(self, model, clean, noisy, step, steps):
-        fidelity = self.fidelity(model(noisy, None), clean)
-        x = self.penalty_points(model, clean, noisy)
-        sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, None) - v, x, self.power_iters)
+    def __call__(self, model, clean, noisy, step, steps, sigma=None):
+        fidelity = self.fidelity(model(noisy, sigma), clean)
+        x = self.penalty_points(model, clean, noisy, sigma)
+        at = None if sigma is None else sigma[: x.shape[0]]  # the penalty holds at the noise level it is checked at
+        sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, at) - v, x, self.power_iters)
         penalty = torch.clamp(sq, min=1 - self.eps, max=self.clip).mean()
         loss = fidelity + self.lam * penalty
         return loss, {"loss": float(loss), "fidelity": float(fidelity), "jac_sq": float(sq.detach().max())}
@@ -102,8 +124,8 @@ class ProximalMatching:
         stage = min(len(self.stages) - 1, (step - start) * len(self.stages) // max(1, steps - start))
         return self.stages[stage] * self.gamma_scale * dim**0.5
 
-    def __call__(self, model, clean, noisy, step, steps):
-        out = model(noisy, None)
+    def __call__(self, model, clean, noisy, step, steps, sigma=None):
+        out = model(noisy, sigma)
         gamma = self.gamma(step, steps, clean[0].numel())
         if gamma is None:
             loss = F.l1_loss(out, clean)

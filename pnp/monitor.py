@@ -33,6 +33,7 @@ class History:
     converged: bool
     diverged: bool
     message: str
+    objective: torch.Tensor | None = None  # [n, B] F(x_k) = f(x_k) + g(x_k) when the prior is explicit
 
     @property
     def iterations(self) -> int:
@@ -45,12 +46,23 @@ class History:
             "rel_residual": self.rel_residual,
             "psnr": self.psnr,
             "fidelity": self.fidelity,
+            "objective": self.objective,
         }
         means = {k: v.double().mean(dim=1).tolist() for k, v in cols.items() if v is not None}
         return [
             {"iter": i + 1, **{k: v[i] for k, v in means.items()}, "time_s": float(self.time_s[i])}
             for i in range(self.iterations)
         ]
+
+
+def largest_increase(values: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Per batch element, max_k (v_{k+1} − v_k)/|v_k| over rows k ≥ ``start`` (≤ 0: never increased); NaN rows
+    (not recorded) are skipped, −inf when fewer than two rows remain."""
+    v = values[start:].double()
+    if v.shape[0] < 2:
+        return torch.full(v.shape[1:], -math.inf, dtype=torch.float64)
+    ratio = (v[1:] - v[:-1]) / v[:-1].abs().clamp_min(1e-300)
+    return torch.nan_to_num(ratio, nan=-math.inf).amax(dim=0)
 
 
 def batch_norm(x: torch.Tensor) -> torch.Tensor:
@@ -99,6 +111,7 @@ class ConvergenceMonitor:
         self._residual = torch.full((n, b), math.nan, **opts)
         self._psnr = torch.full((n, b), math.nan, **opts) if x_true is not None else None
         self._fidelity = torch.full((n, b), math.nan, **opts) if self.track_fidelity else None
+        self._objective: torch.Tensor | None = None  # allocated by the first record_objective
         self._x0_norm = batch_norm(x0).to(opts["dtype"]).clamp_min(torch.finfo(opts["dtype"]).tiny)
         self._x_true = x_true
         self.last_finite = x0.clone()
@@ -133,6 +146,13 @@ class ConvergenceMonitor:
         """f(x_{k+1}) for row ``k`` (schemes often get it for free from the next gradient evaluation)."""
         if self._fidelity is not None and 0 <= k < self.max_iter:
             self._fidelity[k] = value
+
+    def record_objective(self, k: int, value: torch.Tensor) -> None:
+        """F(x_{k+1}) for row ``k``, when the scheme minimises an explicit objective."""
+        if self._objective is None:
+            self._objective = torch.full_like(self._residual, math.nan)
+        if 0 <= k < self.max_iter:
+            self._objective[k] = value
 
     def should_stop(self, k: int) -> bool:
         """True when the run must stop after row ``k``; reads the device only at check points."""
@@ -181,4 +201,5 @@ class ConvergenceMonitor:
             converged=self.converged,
             diverged=self.diverged,
             message=self._stop_message,
+            objective=None if self._objective is None else self._objective[:n].cpu(),
         )

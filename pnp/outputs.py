@@ -10,12 +10,16 @@ from typing import Any
 import torch
 from deepinv.loss.metric import SSIM
 
-from pnp.monitor import History, batch_psnr
+from pnp.monitor import History, batch_psnr, largest_increase
 from pnp.plotting import plot_curves, plot_reconstruction
 from pnp.problems import Problem
 from pnp.schemes import Result
 
-HISTORY_COLUMNS = ("iter", "residual", "rel_residual", "psnr", "fidelity", "time_s")
+HISTORY_COLUMNS = ("iter", "residual", "rel_residual", "psnr", "fidelity", "objective", "time_s")
+#: c_k is judged monotone after this transient (iterations), with this relative slack for float round-off
+MONOTONE_AFTER, MONOTONE_SLACK = 20, 1e-3
+#: F(x_k) may not rise by more than this, relative: float32 round-off of a sum over the image (about 1e-6 at 256²)
+OBJECTIVE_SLACK = 1e-5
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -40,7 +44,26 @@ def metrics(problem: Problem, result: Result) -> dict[str, Any]:
         "final_rel_residual": float(h.rel_residual[-1].double().mean()),
         "stepsize": result.stepsize,
         "operator_norm": problem.norm,
+        "guarantee": None if result.verdict is None else result.verdict.as_dict(),
+        **monotonicity(h),
     }
+
+
+def monotonicity(h: History) -> dict[str, Any]:
+    """c_k after the transient and F(x_k) (explicit priors) from the start: the largest relative increase per image
+    (≤ 0: never increased) and the verdicts (each with a relative slack for round-off)."""
+    rise = largest_increase(h.rel_residual, MONOTONE_AFTER)
+    out: dict[str, Any] = {
+        "residual_monotone_after": MONOTONE_AFTER,
+        "residual_largest_increase": [float(v) if v > -float("inf") else None for v in rise],
+        "residual_monotone": bool((rise <= MONOTONE_SLACK).all()),
+    }
+    if h.objective is not None:
+        up = largest_increase(h.objective)
+        out["objective_largest_increase"] = [float(v) if v > -float("inf") else None for v in up]
+        out["objective_monotone"] = bool((up <= OBJECTIVE_SLACK).all())
+        out["final_objective"] = float(h.objective[-1].double().mean())
+    return out
 
 
 def write_history(path: Path, history: History) -> None:

@@ -20,29 +20,34 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from pnp import weights
-from pnp.data import PatchSampler, make_split, training_image, validation_pairs
+from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
 from pnp.monitor import batch_psnr
 from pnp.runtime import resolve_device
 from pnp.solve import user_errors
 
+LIPSCHITZ_CROP = 64  # side of the crops where the manifest's Lipschitz values are measured
 
-def validate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
-    """Mean PSNR of D(noisy) on the validation crops."""
+
+def validate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, sigma: float) -> float:
+    """Mean PSNR of D(noisy, σ) on the validation crops (blind models ignore σ)."""
     model.eval()
     with torch.no_grad():  # an LPN takes its own gradient inside forward
-        out = torch.cat([model(noisy[i : i + 1], None) for i in range(noisy.shape[0])])
+        out = torch.cat([model(noisy[i : i + 1], sigma) for i in range(noisy.shape[0])])
     model.train()
     return float(batch_psnr(out.clamp(0, 1), clean).mean())
 
 
-def lipschitz_record(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, points: int) -> dict:
-    """Lip(D) and Lip(2D − Id) by Jacobian power iteration at the first held-out crops (clean and noisy)."""
+def lipschitz_record(
+    model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, points: int, sigma: float
+) -> dict:
+    """Lip(D) and Lip(2D − Id) by Jacobian power iteration at 64² centre crops of the first validation images (clean
+    and noisy), at the validation noise level σ (``pnp.certify`` does the full certificate)."""
     model.eval()
-    at = torch.cat([clean[:points], noisy[:points]])
-    d = jacobian_spectral_norm(lambda v: model(v, None), at, n_iter=100, tol=1e-4)
-    q = jacobian_spectral_norm(lambda v: 2 * model(v, None) - v, at, n_iter=100, tol=1e-4)
+    at = centre(torch.cat([clean[:points], noisy[:points]]), LIPSCHITZ_CROP)
+    d = jacobian_spectral_norm(lambda v: model(v, sigma), at, n_iter=50, tol=1e-4)
+    q = jacobian_spectral_norm(lambda v: 2 * model(v, sigma) - v, at, n_iter=50, tol=1e-4)
     return {
         "lip_D_max": float(d.norm.max()),
         "lip_2D_minus_I_max": float(q.norm.max()),
@@ -80,6 +85,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.data.sigma_max,
         cfg.seed,
         device,
+        cfg.data.get("log_uniform", False),
     )
     val_clean, val_noisy = validation_pairs(split, cfg.data.val_size, cfg.data.val_sigma, cfg.seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
@@ -99,8 +105,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name)
     psnr = history[-1]["val_psnr"] if history else float("nan")
     for step in bar:
-        clean, noisy = sampler()
-        loss, logs = objective(model, clean, noisy, step, cfg.steps)
+        clean, noisy, sigma = sampler()
+        loss, logs = objective(model, clean, noisy, step, cfg.steps, sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -110,7 +116,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         sched.step()
         done = step + 1
         if done % cfg.val_every == 0 or done == cfg.steps:
-            psnr = validate(model, val_clean, val_noisy)
+            psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
             history.append({"step": done, "val_psnr": psnr, **logs})
         bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -130,7 +136,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "val_sigma": cfg.data.val_sigma,
         "split": split.as_dict(),
         "history": history,
-        "lipschitz": lipschitz_record(model, val_clean, val_noisy, cfg.certify_points),
+        "lipschitz": lipschitz_record(model, val_clean, val_noisy, cfg.certify_points, cfg.data.val_sigma),
         "train_config": OmegaConf.to_container(cfg, resolve=True),
     }
     manifest = weights.save(model.cpu(), run_dir / f"{name}.pt", record)

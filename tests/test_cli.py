@@ -73,6 +73,20 @@ def test_problem_smoke(problem, tmp_path):
     assert set(rows[0]) >= {"iter", "residual", "rel_residual", "psnr", "fidelity", "time_s"}
     assert all(float(r["fidelity"]) >= 0 for r in rows)
     assert f"{problem} · PGD" in proc.stdout and "PSNR" in proc.stdout
+    assert m["guarantee"]["covered"] and "guarantee: " in proc.stdout  # the default sits in a covered regime
+    assert isinstance(m["residual_monotone"], bool) and len(m["residual_largest_increase"]) == 1
+
+
+def test_theta_relaxed_blind_network_is_covered_and_says_so(tmp_path):
+    proc = solve("+problem=deblur", "denoiser=euler", "denoiser.theta=0.5", "strict=true", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["guarantee"]["covered"] and m["guarantee"]["denoiser"] == {
+        "kind": "averaged",
+        "alpha": 0.5,
+        "basis": "theta=0.5 on nonexpansive",
+    }
+    assert "euler(θ=0.5)" in proc.stdout and "Krasnosel" in proc.stdout
 
 
 def test_sweep_and_plot_script(tmp_path):
@@ -146,6 +160,12 @@ def test_no_problem_lists_the_problems():
         (["+problem=cs", "problem.ratio=0"], ["error: ratio must be in (0, 1]"]),
         (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step size", "strict=true"]),
         (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
+        (["+problem=deblur", "denoiser=euler", "denoiser.sigma=0.1"], ["error: denoiser euler is blind", "theta"]),
+        (["+problem=deblur", "denoiser=tv", "denoiser.sigma=-1"], ["error: denoiser.sigma must be", "> 0"]),
+        (["+problem=deblur", "denoiser=tv", "denoiser.sigma=nan"], ["error: denoiser.sigma must be"]),
+        (["+problem=deblur", "denoiser=euler", "denoiser.theta=1.5"], ["error: theta must be in (0, 1]"]),
+        (["+problem=deblur", "denoiser=euler", "denoiser.theta=1", "strict=true"], ["error: no convergence theorem"]),
+        (["+problem=deblur", "denoiser=dncnn", "strict=true"], ["error: no convergence theorem", "'none'"]),
     ],
 )
 def test_bad_input_is_one_clear_line(args, fragments):

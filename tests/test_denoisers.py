@@ -75,6 +75,28 @@ def test_euler_layer_is_nonexpansive_even_with_large_weights(scale, training):
         assert float(layer.tau().detach()) * float(conv_norm_bound(layer.weight)) ** 2 <= 2.0 - layer.margin + 1e-6
 
 
+@pytest.mark.parametrize("sigma", [0.005, 0.05, 0.3])
+def test_conditional_euler_is_nonexpansive_at_every_sigma_for_random_weights(sigma):
+    torch.manual_seed(1)
+    net = EulerNet(width=6, depth=3, conditional=True)
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.weight.mul_(5.0)
+            layer.step.fill_(3.0)
+            layer.step_slope.fill_(2.0)  # τ grows with σ until the certified cap takes over
+            layer.bias_slope.normal_()
+    net.eval()
+    x, y = random_pairs(60, (1, 12, 12))
+    with torch.no_grad():
+        assert (batch_norm(net(x, sigma) - net(y, sigma)) <= batch_norm(x - y) * (1 + 1e-5)).all()
+        assert not torch.allclose(net(x, sigma), net(x, 2 * sigma))  # σ changes the output
+    assert net.layer_bound()["max_tau_bound2_over_2"] <= 1.0 - net.layers[0].margin / 2 + 1e-6
+    with pytest.raises(ConfigError, match="sigma"):
+        net(x, None)
+    blind = EulerNet(width=6, depth=3)
+    assert "conditional" not in blind.config and net.config["conditional"]
+
+
 def test_euler_network_nonexpansive_and_averaged_form_firmly_nonexpansive():
     net, avg = EulerNet(width=8, depth=4).eval(), EulerNet(width=8, depth=4, averaged=True).eval()
     avg.load_state_dict(net.state_dict())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from skimage import io
 
 from pnp import weights
-from pnp.data import HELD_OUT, TRAIN, PatchSampler, make_split
+from pnp.data import HELD_OUT, TEST, TRAIN, VALIDATION, PatchSampler, make_split
 from pnp.denoisers import LPN
 from pnp.errors import ConfigError
 
@@ -32,6 +33,7 @@ TINY_NET = {
     "dncnn": ["net.depth=3", "net.width=4"],
     "euler": ["net.depth=2", "net.width=4"],
     "lpn": ["net.depth=2", "net.width=4"],
+    "crr": ["net.conv_channels=[2,4]", "net.kernel_size=3", "net.knots=5", "objective.steps=2"],
 }
 SHIPPED = sorted(p.stem for p in weights.SHIPPED.glob("*.json"))
 
@@ -44,7 +46,7 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny dncnn, euler and lpn trained for 4 steps each (weights + manifest + checkpoint)."""
+    """Tiny dncnn, euler, lpn and crr trained for 4 steps each (weights + manifest + checkpoint)."""
     out = {}
     for name, net in TINY_NET.items():
         folder = tmp_path_factory.mktemp(name)
@@ -53,11 +55,21 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def test_noise_conditional_ridge_regularizer_trains_from_the_command_line(tiny_runs):
+    manifest = json.loads((tiny_runs["crr"] / "crr.json").read_text())
+    assert manifest["target"] == "pnp.denoisers.ridge.RidgeRegularizer" and manifest["recipe"] == "crr_cpu"
+    assert manifest["train_config"]["data"]["log_uniform"] and math.isfinite(manifest["val_psnr"])
+    assert manifest["lipschitz"]["lip_D_max"] <= 1.0 + 1e-3  # the prox of a convex function
+    model = weights.load(tiny_runs["crr"] / "crr.pt")
+    assert model.config["conv_channels"] == [2, 4] and model(torch.rand(1, 1, 16, 16), 0.05).shape == (1, 1, 16, 16)
+
+
 def test_embedded_split_keeps_held_out_images_out_of_training():
     split = make_split()
-    assert len(split.validation) >= 4 and "camera" in split.validation
-    assert not set(split.train) & set(split.validation)
-    assert set(HELD_OUT) == set(split.validation) and set(TRAIN) == set(split.train)
+    assert len(split.validation) >= 2 and "camera" in split.test
+    assert not set(split.train) & set(HELD_OUT) and not set(split.validation) & set(split.test)
+    assert set(VALIDATION) == set(split.validation) and set(TEST) == set(split.test) and set(TRAIN) == set(split.train)
+    assert split.images("held_out") == [*VALIDATION, *TEST]
 
 
 def test_folder_split_is_deterministic(tmp_path):
@@ -73,9 +85,13 @@ def test_folder_split_is_deterministic(tmp_path):
 def test_patch_sampler_shapes_noise_and_seed():
     images = [torch.rand(1, 1, 30, 40), torch.rand(1, 1, 50, 20)]
     s1, s2 = (PatchSampler(images, 16, 8, 0.1, 0.1, seed=3, device=torch.device("cpu")) for _ in range(2))
-    (c1, n1), (c2, n2) = s1(), s2()
+    (c1, n1, sig1), (c2, n2, _) = s1(), s2()
     assert c1.shape == (8, 1, 16, 16) and torch.equal(c1, c2) and torch.equal(n1, n2)
-    assert (n1 - c1).std().item() == pytest.approx(0.1, rel=0.15)
+    assert (n1 - c1).std().item() == pytest.approx(0.1, rel=0.15) and torch.allclose(sig1, torch.full((8,), 0.1))
+    wide = PatchSampler(images, 16, 4000, 0.01, 1.0, seed=0, device=torch.device("cpu"), log_uniform=True)
+    levels = wide.noise_levels()
+    assert levels.min() >= 0.01 and levels.max() <= 1.0
+    assert (levels < 0.1).float().mean().item() == pytest.approx(0.5, abs=0.05)  # log-uniform: half below √(0.01)
     with pytest.raises(ConfigError, match="larger than"):
         PatchSampler(images, 32, 2, 0.0, 0.1, 0, torch.device("cpu"))
 
@@ -86,7 +102,7 @@ def test_train_writes_weights_and_manifest(tiny_runs):
     assert manifest["sha256"] == weights.sha256(folder / "dncnn.pt")
     assert manifest["target"] == "pnp.denoisers.dncnn.DnCNN" and manifest["config"]["depth"] == 3
     assert manifest["recipe"] == "dncnn_cpu" and manifest["steps"] == 4
-    assert set(manifest["split"]["validation"]) == set(HELD_OUT)
+    assert set(manifest["split"]["validation"]) == set(VALIDATION) and set(manifest["split"]["test"]) == set(TEST)
     for key in ("wall_time_s", "device", "val_psnr", "lipschitz", "train_config", "history"):
         assert key in manifest
     assert manifest["lipschitz"]["lip_D_max"] > 0
@@ -159,7 +175,7 @@ def test_shipped_weights_load_offline_and_corruption_is_rejected(name, tmp_path)
     manifest = json.loads((weights.SHIPPED / f"{name}.json").read_text())
     assert (weights.SHIPPED / f"{name}.pt").stat().st_size < 20 * 2**20
     assert manifest["recipe"] and manifest["split"]["validation"]
-    assert model(torch.rand(1, 1, 16, 16), None).shape == (1, 1, 16, 16)
+    assert model(torch.rand(1, 1, 16, 16), 0.05).shape == (1, 1, 16, 16)  # blind networks ignore sigma
     for suffix in (".pt", ".json"):
         shutil.copy(weights.SHIPPED / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
     data = bytearray((tmp_path / f"{name}.pt").read_bytes())

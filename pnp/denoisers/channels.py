@@ -1,4 +1,5 @@
-"""Gray networks on colour images: each channel is denoised as a gray image (channels folded into the batch)."""
+"""Gray networks on colour images: each channel is denoised as a gray image (channels folded into the batch), and
+the per-image noise level that conditional networks need, repeated to match."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import functools
 from collections.abc import Callable
 
 import torch
+
+from pnp.errors import check
 
 
 def channelwise(forward: Callable) -> Callable:
@@ -18,3 +21,13 @@ def channelwise(forward: Callable) -> Callable:
         return forward(self, x, sigma, **kwargs)
 
     return wrapper
+
+
+def noise_levels(sigma: float | torch.Tensor | None, x: torch.Tensor, who: str) -> torch.Tensor:
+    """σ as a [B] tensor for the batch ``x`` (one value, or one per image repeated over its folded channels);
+    σ must be given, finite and > 0."""
+    check(sigma is not None, f"{who} needs the noise level sigma (its strength)")
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+    check(bool((s > 0).all()) and bool(torch.isfinite(s).all()), f"sigma must be finite and > 0, got {sigma}")
+    check(x.shape[0] % s.numel() == 0, f"sigma has {s.numel()} values for a batch of {x.shape[0]}")
+    return s.repeat_interleave(x.shape[0] // s.numel())

@@ -65,6 +65,11 @@ class EquivariantDenoiser(Denoiser):
         self.elements = group_elements(rotations_flips, max_shift)
         self.generator = torch.Generator().manual_seed(int(seed))  # CPU draws: no device synchronisation
 
+    def reset(self) -> None:
+        """Forward to the wrapped denoiser's reset (warm starts), if it has one."""
+        if hasattr(self.denoiser, "reset"):
+            self.denoiser.reset()
+
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
         if self.mode == "random":
             g = self.elements[int(torch.randint(len(self.elements), (1,), generator=self.generator))]

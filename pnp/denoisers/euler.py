@@ -10,6 +10,10 @@ iteration, re-converged from its previous vector at every forward (a few steps o
 mode it is the certified bound of :func:`pnp.lipschitz.conv_norm_bound` (valid for every image size, ≥ the power
 estimate by ~0.3 %), computed once per set of weights: the shipped network is 1-Lipschitz by construction, not by
 measurement. ``averaged=True`` returns (x + N(x))/2, which is firmly nonexpansive.
+
+``conditional=True`` makes it noise-conditional without touching the proof: with s = log(σ/σ_ref), each layer's bias
+is b + c·s and its step min(softplus(t + e·s), (2 − margin)/‖W‖²). Neither enters the x-Lipschitz bound of the
+layer, so D(·, σ) is nonexpansive for every σ; σ is then required (``denoiser.sigma``).
 """
 
 from __future__ import annotations
@@ -21,21 +25,26 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import nn
 
-from pnp.denoisers.channels import channelwise
+from pnp.denoisers.channels import channelwise, noise_levels
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, unit
 
 POWER_MAX_ITER, POWER_TOL = 1000, 1e-6
+SIGMA_REF = 25 / 255  # the conditional network's σ enters as log(σ/σ_ref)
 NORM_PROBE = 32  # side of the training power-iteration vector (eval uses the size-independent certified bound)
 
 
 class EulerLayer(nn.Module):
-    """x ← x − τ Wᵀ ReLU(W x + b) with τ ≤ (2 − margin)/‖W‖²."""
+    """x ← x − τ Wᵀ ReLU(W x + b) with τ ≤ (2 − margin)/‖W‖²; conditional: b, τ depend on s = log(σ/σ_ref)."""
 
-    def __init__(self, width: int, margin: float = 0.02) -> None:
+    def __init__(self, width: int, margin: float = 0.02, conditional: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(width, width, 3, 3) * math.sqrt(2.0 / (9 * width)))
         self.bias = nn.Parameter(torch.zeros(width))
         self.step = nn.Parameter(torch.tensor(0.5))  # softplus(step) is the unconstrained τ
+        if conditional:
+            self.bias_slope = nn.Parameter(torch.zeros(width))  # c: b(σ) = b + c s
+            self.step_slope = nn.Parameter(torch.zeros(()))  # e: τ(σ) = min(softplus(t + e s), cap)
+        self.conditional = conditional
         self.margin = margin
         self.register_buffer("v", unit(torch.randn(1, width, NORM_PROBE, NORM_PROBE)))
         self.register_buffer("norm", torch.ones(()))
@@ -59,45 +68,65 @@ class EulerLayer(nn.Module):
             self.fresh = True
         return self.bound
 
-    def tau(self) -> torch.Tensor:
-        """τ = min(softplus(t), (2 − margin)/‖W‖²): power-iteration ‖W‖ in training, certified bound in eval."""
+    def tau(self, s: torch.Tensor | None = None) -> torch.Tensor:
+        """τ = min(softplus(t [+ e s]), (2 − margin)/‖W‖²): power-iteration ‖W‖ in training, certified bound in
+        eval; per sample ([B, 1, 1, 1]) when conditional."""
         norm = self.update_norm() if self.training else self.certified_norm()
-        return torch.minimum(F.softplus(self.step), (2.0 - self.margin) / norm**2)
+        step = self.step if s is None else self.step + self.step_slope * s
+        return torch.minimum(F.softplus(step), (2.0 - self.margin) / norm**2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weight.to(x.dtype)
-        return x - self.tau().to(x.dtype) * F.conv_transpose2d(
-            F.relu(F.conv2d(x, w, self.bias.to(x.dtype), padding=1)), w, padding=1
-        )
+        pre = F.conv2d(x, w, self.bias.to(x.dtype), padding=1)
+        if s is not None:
+            pre = pre + self.bias_slope.to(x.dtype).view(1, -1, 1, 1) * s
+        return x - self.tau(s).to(x.dtype) * F.conv_transpose2d(F.relu(pre), w, padding=1)
 
 
 class EulerNet(Denoiser):
     """Nonexpansive denoiser N = P ∘ E_L ∘ … ∘ E_1 ∘ lift (or its average with the identity)."""
 
     def __init__(
-        self, channels: int = 1, width: int = 64, depth: int = 10, averaged: bool = False, margin: float = 0.02
+        self,
+        channels: int = 1,
+        width: int = 64,
+        depth: int = 10,
+        averaged: bool = False,
+        margin: float = 0.02,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
-        self.channels, self.width, self.averaged = channels, width, averaged
-        self.layers = nn.ModuleList(EulerLayer(width, margin) for _ in range(depth))
+        self.channels, self.width, self.averaged, self.conditional = channels, width, averaged, conditional
+        self.layers = nn.ModuleList(EulerLayer(width, margin, conditional) for _ in range(depth))
         self.config = {"channels": channels, "width": width, "depth": depth, "averaged": averaged, "margin": margin}
+        if conditional:  # recorded only when set, so manifests of blind networks keep loading
+            self.config["conditional"] = True
 
     def train(self, mode: bool = True) -> EulerNet:
         for layer in self.layers:
             layer.fresh = False  # weights may change: re-converge the norms at the next eval forward
         return super().train(mode)
 
+    def log_sigma(self, sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """s = log(σ/σ_ref) as [B, 1, 1, 1] (None for the blind network, which ignores σ)."""
+        if not self.conditional:
+            return None
+        return torch.log(noise_levels(sigma, x, "the conditional Euler network") / SIGMA_REF).view(-1, 1, 1, 1)
+
     @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        s = self.log_sigma(sigma, x)
         z = F.pad(x, (0, 0, 0, 0, 0, self.width - self.channels))
         for layer in self.layers:
-            z = layer(z)
+            z = layer(z, s)
         out = z[:, : self.channels]
         return 0.5 * (x + out) if self.averaged else out
 
     def layer_bound(self) -> dict[str, float]:
         """Each layer is nonexpansive by construction: report max_l τ_l B_l²/2 ≤ 1 − margin/2, with B_l ≥ ‖W_l‖ the
-        certified bound (any image size), and the resulting bound Lip(N) ≤ 1."""
+        certified bound (any image size), and the resulting bound Lip(N) ≤ 1 (conditional: the max over σ in
+        [1e-3, 1], where τ(σ) is monotone in log σ, so the ends attain it)."""
+        ends = None if not self.conditional else torch.log(torch.tensor([1e-3, 1.0]) / SIGMA_REF).view(-1, 1, 1, 1)
         with torch.no_grad():
-            ratios = [float(layer.tau() * layer.certified_norm() ** 2 / 2) for layer in self.layers]
+            ratios = [float((layer.tau(ends) * layer.certified_norm() ** 2 / 2).max()) for layer in self.layers]
         return {"lip_D": 1.0, "max_tau_bound2_over_2": max(ratios)}

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import torch
 
+from pnp.guarantees import Guarantee, Verdict, admm_verdict
 from pnp.schemes.base import Context, Scheme
 
 
 class ADMM(Scheme):
     """PnP-ADMM with penalty γ (``stepsize``); γ > 0 is its only parameter constraint."""
+
+    def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:
+        return admm_verdict(guarantee)
 
     def init_state(self, x0: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         return x0, torch.zeros_like(x0)

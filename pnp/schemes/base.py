@@ -14,6 +14,7 @@ from deepinv.optim.data_fidelity import L2
 from deepinv.physics import LinearPhysics
 
 from pnp.errors import ConfigError, check_positive
+from pnp.guarantees import EXPLICIT, Guarantee, Verdict
 from pnp.monitor import ConvergenceMonitor, History
 
 log = logging.getLogger("pnp")
@@ -26,6 +27,7 @@ class Result:
     x: torch.Tensor
     history: History
     stepsize: float
+    verdict: Verdict | None = None  # which convergence theorem covers the run (None: no denoiser class given)
 
     @property
     def converged(self) -> bool:
@@ -44,15 +46,20 @@ class Context:
     physics: LinearPhysics
     fidelity: DataFidelity
     denoiser: Denoiser
-    sigma: float
+    sigma: float | None
     gamma: float
     monitor: ConvergenceMonitor
+    explicit: bool = False  # the denoiser is prox_g with g = R_σ/γ known (``denoiser.cost``): record F = f + g
 
-    def record_fidelity(self, k: int, x: torch.Tensor | None = None, ax: torch.Tensor | None = None) -> None:
-        """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed; nothing (not even
-        A x) when the monitor does not track the fidelity."""
+    def record_fidelity(self, k: int, x: torch.Tensor, ax: torch.Tensor | None = None) -> None:
+        """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed, and the objective
+        F(x) = f(x) + R_σ(x)/γ when the prior is explicit; nothing (not even A x) when the monitor does not track
+        the fidelity."""
         if self.monitor.track_fidelity:
-            self.monitor.record_fidelity(k, self.fidelity.d.fn(self.physics.A(x) if ax is None else ax, self.y))
+            f = self.fidelity.d.fn(self.physics.A(x) if ax is None else ax, self.y)
+            self.monitor.record_fidelity(k, f)
+            if self.explicit:
+                self.monitor.record_objective(k, f + self.denoiser.cost(x, self.sigma) / self.gamma)
 
 
 def gradient_lipschitz(fidelity: DataFidelity, norm: float) -> float | None:
@@ -89,7 +96,11 @@ class Scheme(ABC):
         """Work after the last iteration ``k`` (e.g. the fidelity of the last iterate)."""
 
     def check_bounds(self, gamma: float, lipschitz: float | None) -> None:  # noqa: B027 (optional hook)
-        """Warn (or raise when strict) if the parameters leave the scheme's convergence guarantee."""
+        """Warn (or raise when strict) if the parameters leave the scheme's admissible range."""
+
+    @abstractmethod
+    def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:
+        """Which theorem covers this scheme with a denoiser of class ``guarantee`` at γL = ``gamma_l``."""
 
     # -- the loop ------------------------------------------------------------------------------------------
     def violation(self, message: str) -> None:
@@ -116,12 +127,25 @@ class Scheme(ABC):
         fidelity: DataFidelity | None = None,
         monitor: ConvergenceMonitor | None = None,
         x_true: torch.Tensor | None = None,
+        guarantee: Guarantee | None = None,
     ) -> Result:
-        """Iterate from ``x0`` until the monitor stops; ``norm`` is ‖A‖ (see :attr:`pnp.problems.Problem.norm`)."""
+        """Iterate from ``x0`` until the monitor stops; ``norm`` is ‖A‖ (see :attr:`pnp.problems.Problem.norm`).
+
+        ``guarantee`` is the denoiser's class (:mod:`pnp.guarantees`): the result then says which theorem covers the
+        run, ``strict`` refuses a run that none covers, and an explicit prior (a prox with a ``cost``) has its
+        objective F = f + R_σ/γ recorded per iteration."""
         fidelity = fidelity if fidelity is not None else L2()
         monitor = monitor if monitor is not None else ConvergenceMonitor()
-        gamma, _ = self.resolve_stepsize(fidelity, norm)
-        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor)
+        gamma, lipschitz = self.resolve_stepsize(fidelity, norm)
+        verdict = None
+        if guarantee is not None:
+            verdict = self.verdict(guarantee, None if lipschitz is None else gamma * lipschitz)
+            if not verdict.covered and (self.strict or guarantee.kind != "none"):
+                self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
+        explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
+        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit)
+        if hasattr(denoiser, "reset"):
+            denoiser.reset()  # no warm start carried over from another run
         with torch.inference_mode():
             state = self.init_state(x0, ctx)
             monitor.start(x0, x_true)
@@ -136,4 +160,4 @@ class Scheme(ABC):
             self.finalize(state, ctx, k)
             history = monitor.finish(k)
             x_out = monitor.last_finite if history.diverged else x
-        return Result(x=x_out.clone(), history=history, stepsize=gamma)
+        return Result(x=x_out.clone(), history=history, stepsize=gamma, verdict=verdict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from pnp.errors import check_positive
+from pnp.guarantees import Guarantee, Verdict, pgd_verdict
 from pnp.schemes.base import Context, Scheme
 
 
@@ -32,6 +33,9 @@ class PGD(Scheme):
         if self.relaxation > 1:
             self.violation(f"relaxation ν={self.relaxation:g} is above 1")
 
+    def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:
+        return pgd_verdict(guarantee, gamma_l, self.relaxation)
+
     def init_state(self, x0: torch.Tensor, ctx: Context) -> torch.Tensor:
         return x0
 
@@ -40,7 +44,7 @@ class PGD(Scheme):
 
     def step(self, x: torch.Tensor, ctx: Context, k: int) -> torch.Tensor:
         ax = ctx.physics.A(x)
-        ctx.record_fidelity(k - 1, ax=ax)  # f(x_k) belongs to the previous row
+        ctx.record_fidelity(k - 1, x, ax=ax)  # f(x_k) belongs to the previous row
         grad = ctx.physics.A_adjoint(ctx.fidelity.d.grad(ax, ctx.y))
         z = ctx.denoiser(x - ctx.gamma * grad, ctx.sigma)
         return z if self.relaxation == 1 else torch.lerp(x, z, self.relaxation)

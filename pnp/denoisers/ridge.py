@@ -1,0 +1,310 @@
+"""Learned ridge regularizers: convex (CRR-NN) and weakly convex (WCRR-NN).
+
+    R(x) = Σ_{c,p} ψ_c((W x)_{c,p}),        ∇R(x) = Wᵀ ψ'(W x)
+
+(Goujon, Neumayer, Bohra, Ducotterd, Unser, IEEE TCI 2023; Goujon, Neumayer, Unser, SIAM J. Imaging Sci. 2024).
+
+* W is a multi-convolution 1 → … → C (zero-mean first filters, so R ignores constant offsets), applied as the one
+  collapsed kernel it equals and divided by a certified bound on its norm (:func:`pnp.lipschitz.conv_norm_bound`):
+  ‖W‖ ≤ 1 on every image size, by construction.
+* ψ'_c is an odd linear spline on ``knots`` uniform knots in [−r, r], extended linearly outside. Its slopes are
+  s⁺ − ρ(σ)·s⁻ with s⁺, s⁻ ∈ [0, 1] (kept there by :meth:`clamp_weights` and clamped again in every forward), so
+  ψ_c'' ≤ 1 always and ψ_c'' ≥ 0 for the convex model (``weak_convexity = 0``: no s⁻).
+* Strength: R_σ(x) = (λ(σ)/μ(σ)) R(μ(σ) x) with log λ and log μ affine in log σ (learned), so ∇²R_σ = λμ Wᵀψ''W and
+  Lip(∇R_σ) ≤ λ(σ)μ(σ). For the weakly convex model ρ(σ) = κ/(λ(σ)μ(σ)) with κ = ``weak_convexity`` < 1, which
+  makes R_σ κ-weakly convex: ½‖u − x‖² + R_σ(u) stays (1 − κ)-strongly convex for every σ.
+
+As a denoiser, D(x, σ) = prox_{R_σ}(x) = argmin_u ½‖u − x‖² + R_σ(u), solved by Nesterov's accelerated gradient for
+strongly convex functions (step 1/(1 + λμ), momentum from the condition number, restart when a step goes uphill) to
+a relative tolerance, warm-started from the previous call on the same input shape (:meth:`reset` forgets it).
+D is the prox of a convex function (CRR: firmly nonexpansive) or of a κ-weakly convex one (WCRR:
+1/(1 − κ)-Lipschitz). :meth:`cost` evaluates R_σ, so schemes can monitor the objective they minimise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from deepinv.models import Denoiser
+from torch import nn
+
+from pnp.convolution import FourierConv
+from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.errors import check
+from pnp.lipschitz import conv_norm_bound
+
+SIGMA_REF = 25 / 255  # λ(σ), μ(σ) are parametrised around this noise level
+SCALE_RATE = 20.0  # log λ(σ), log μ(σ) are stored divided by this: Adam moves them 20× faster than the filters
+NORM_GRID = 128  # Fourier grid of the certified ‖W‖ bound (loses < 2.2 % for the 13×13 collapsed kernel)
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[c, index[b, c, h, w]]`` for a per-channel table [C, n] (differentiable in the table)."""
+    channels, n = table.shape
+    offset = (torch.arange(channels, device=index.device) * n).view(1, channels, 1, 1)
+    return table.reshape(-1)[index + offset]
+
+
+class OddSpline(nn.Module):
+    """Per-channel odd linear spline ψ' with slopes in [0, 1] on uniform knots in [−r, r], and its integral ψ."""
+
+    def __init__(self, channels: int, knots: int, radius: float, init_slope: float, init_width: float = 1.0) -> None:
+        """Slopes ``init_slope`` on the central ``init_width`` fraction of the knots' range, 0 outside (ψ' a clipped
+        line: a Huber potential, the shape the CRR-NN paper reports learning)."""
+        super().__init__()
+        check(knots >= 3 and knots % 2 == 1, f"knots must be an odd integer >= 3, got {knots}")
+        centres = torch.linspace(-1, 1, knots)[:-1] + 1 / (knots - 1)
+        slopes = torch.where(centres.abs() < init_width, float(init_slope), 0.0).expand(channels, -1).clone()
+        self.slopes = nn.Parameter(slopes)
+        self.knots, self.radius = knots, radius
+        self.delta = 2 * radius / (knots - 1)
+
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(slopes s_j [C, K−1], ψ'(t_j) [C, K], ψ(t_j) [C, K]) with ψ'(0) = ψ(0) = 0, symmetric slopes."""
+        s = self.slopes.clamp(0.0, 1.0)
+        s = 0.5 * (s + s.flip(-1))
+        mid = (self.knots - 1) // 2
+        zero = s.new_zeros(s.shape[0], 1)
+        c = torch.cat([zero, torch.cumsum(s * self.delta, dim=1)], dim=1)
+        c = c - c[:, mid : mid + 1]
+        p = torch.cat([zero, torch.cumsum(c[:, :-1] * self.delta + 0.5 * s * self.delta**2, dim=1)], dim=1)
+        return s, c, p - p[:, mid : mid + 1]
+
+    def locate(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment index j (clamped, so outside [−r, r] the end segments extend linearly) and t − t_j."""
+        j = torch.floor((t.detach() + self.radius) / self.delta).clamp(0, self.knots - 2).long()
+        return j, t - (j.to(t.dtype) * self.delta - self.radius)
+
+    def derivative(self, t: torch.Tensor) -> torch.Tensor:
+        s, c, _ = self.tables()
+        j, d = self.locate(t)
+        return lookup(c.to(t.dtype), j) + lookup(s.to(t.dtype), j) * d
+
+    def potential(self, t: torch.Tensor) -> torch.Tensor:
+        s, c, p = self.tables()
+        j, d = self.locate(t)
+        return lookup(p.to(t.dtype), j) + d * (lookup(c.to(t.dtype), j) + 0.5 * lookup(s.to(t.dtype), j) * d)
+
+    def max_slope(self) -> torch.Tensor:
+        """Per channel, the largest slope (a bound on ψ'')."""
+        return self.tables()[0].amax(dim=1)
+
+
+class RidgeRegularizer(Denoiser):
+    """CRR-NN (``weak_convexity=0``) or WCRR-NN (``0 < weak_convexity < 1``); forward is prox_{R_σ}."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        conv_channels: tuple[int, ...] = (8, 32),
+        kernel_size: int = 7,
+        knots: int = 21,
+        radius: float = 0.1,
+        weak_convexity: float = 0.0,
+        max_iter: int = 300,
+        tol: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        check(0.0 <= weak_convexity < 1.0, f"weak_convexity must be in [0, 1), got {weak_convexity}")
+        widths = [1, *conv_channels]
+        self.convs = nn.ParameterList(
+            nn.Parameter(torch.randn(o, i, kernel_size, kernel_size) / math.sqrt(i * kernel_size**2))
+            for i, o in itertools.pairwise(widths)
+        )
+        self.plus = OddSpline(widths[-1], knots, radius, init_slope=1.0, init_width=0.5)
+        self.minus = OddSpline(widths[-1], knots, radius, init_slope=0.0) if weak_convexity > 0 else None
+        # log λ(σ) = a + b log(σ/σ_ref), log μ(σ) likewise, stored / SCALE_RATE; μ starts at e^1.5 ≈ 4.5 so the
+        # filter responses of natural images (≈ 0.01 with ‖W‖ ≤ 1) spread over the splines' knots
+        self.log_lam = nn.Parameter(torch.tensor([math.log(5.0), 1.0]) / SCALE_RATE)
+        self.log_mu = nn.Parameter(torch.tensor([1.5, 0.0]) / SCALE_RATE)
+        self.channels, self.weak_convexity, self.max_iter, self.tol = channels, weak_convexity, max_iter, tol
+        self.config = {
+            "channels": channels,
+            "conv_channels": list(conv_channels),
+            "kernel_size": kernel_size,
+            "knots": knots,
+            "radius": radius,
+            "weak_convexity": weak_convexity,
+            "max_iter": max_iter,
+            "tol": tol,
+        }
+        self._warm: torch.Tensor | None = None
+        self._fourier: FourierConv | None = None  # eval mode: the fixed normalised kernel, applied by FFT
+        self.last_iterations = 0
+
+    # -- the linear part -----------------------------------------------------------------------------------
+    def collapsed(self) -> torch.Tensor:
+        """The one [C, 1, k, k] kernel of the composed convolutions (zero-mean first filters)."""
+        first = self.convs[0] - self.convs[0].mean(dim=(-2, -1), keepdim=True)
+        kernel = first.transpose(0, 1)  # [1, c1, k, k]: the filters as channels of one image
+        for w in self.convs[1:]:
+            pad = w.shape[-1] - 1
+            kernel = F.conv2d(kernel, w.flip(-2, -1), padding=pad)  # full convolution of the kernels
+        return kernel.transpose(0, 1)
+
+    def kernel(self) -> torch.Tensor:
+        """W's kernel divided by its certified norm bound: ‖W‖ ≤ 1 for every image size."""
+        k = self.collapsed()
+        return k / conv_norm_bound(k, grid=NORM_GRID, detach=False)
+
+    def fourier(self) -> FourierConv:
+        """In eval mode the kernel is fixed: computed once and applied by FFT (:mod:`pnp.convolution`)."""
+        if self._fourier is None:
+            with torch.no_grad():
+                self._fourier = FourierConv(self.kernel().detach())
+        return self._fourier
+
+    def train(self, mode: bool = True) -> RidgeRegularizer:
+        self._fourier = None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._fourier, self._warm = None, None
+        return super().load_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse: bool = True):  # .to(device / dtype): the cached spectra belong to the old one
+        self._fourier, self._warm = None, None
+        return super()._apply(fn, recurse)
+
+    # -- strength ------------------------------------------------------------------------------------------
+    def scales(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(λ(σ), μ(σ), ρ(σ)) as [B, 1, 1, 1] tensors in ``like``'s dtype."""
+        ls = torch.log(noise_levels(sigma, like, type(self).__name__) / SIGMA_REF).view(-1, 1, 1, 1)
+        a, b = (SCALE_RATE * self.log_lam).to(like.dtype)
+        lam = torch.exp(a + b * ls)
+        a, b = (SCALE_RATE * self.log_mu).to(like.dtype)
+        mu = torch.exp(a + b * ls)
+        rho = self.weak_convexity / (lam * mu)
+        return lam, mu, rho
+
+    def lipschitz(self, lam: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """Bound on Lip(∇R_σ) = λμ‖Wᵀψ''W‖ ≤ λμ · max slope of ψ⁺ (‖W‖ ≤ 1)."""
+        return lam * mu * self.plus.max_slope().max().to(lam.dtype)
+
+    # -- R, ∇R ---------------------------------------------------------------------------------------------
+    def responses(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """μ W x (direct convolution while training, FFT in eval mode)."""
+        if not self.training:
+            return self.fourier().conv(mu * x)
+        k = self.kernel().to(x.dtype)
+        return F.conv2d(mu * x, k, padding=k.shape[-1] // 2)
+
+    def transposed(self, t: torch.Tensor) -> torch.Tensor:
+        """Wᵀ t."""
+        if not self.training:
+            return self.fourier().adjoint(t)
+        k = self.kernel().to(t.dtype)
+        return F.conv_transpose2d(t, k, padding=k.shape[-1] // 2)
+
+    def activation(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        out = self.plus.derivative(t)
+        return out if self.minus is None else out - rho * self.minus.derivative(t)
+
+    def gradient(self, x: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        """∇R_σ(x) = λ Wᵀ ψ'(μ W x)."""
+        return lam * self.transposed(self.activation(self.responses(x, mu), rho))
+
+    @channelwise
+    def grad(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        """∇R_σ(x) on [B, C, H, W]."""
+        return self.gradient(x, *self.scales(sigma, x))
+
+    def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        """R_σ(x) = (λ/μ) Σ ψ(μ W x), per image of the batch (a colour image: the sum over its channels)."""
+        batch = x.shape[0]
+        gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
+        lam, mu, rho = self.scales(sigma, gray)
+        t = self.responses(gray, mu)
+        psi = self.plus.potential(t)
+        if self.minus is not None:
+            psi = psi - rho * self.minus.potential(t)
+        return ((lam / mu).flatten() * psi.flatten(1).sum(1)).view(batch, -1).sum(1)
+
+    # -- denoising -----------------------------------------------------------------------------------------
+    def unrolled(self, y: torch.Tensor, sigma: float | torch.Tensor, steps: int) -> torch.Tensor:
+        """``steps`` differentiable iterations of Nesterov's method on ½‖u − y‖² + R_σ(u) from u = y (step
+        1/(1 + λμ), constant momentum from the condition number): the t-step denoiser of the CRR-NN training,
+        accelerated so that a few steps already approach the prox that PnP uses."""
+        return self.accelerated(y, y, *self.scales(sigma, y), steps=steps)
+
+    def reset(self) -> None:
+        """Forget the warm start (call between unrelated solves)."""
+        self._warm = None
+
+    @channelwise
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """prox_{R_σ}(x) by accelerated gradient on the (1 − κ)-strongly convex ½‖u − x‖² + R_σ(u), to the relative
+        tolerance ``tol``. With gradients enabled and an input that requires them, the solve is followed by
+        differentiable steps from the solution (no restarts), whose Jacobian converges to (I + ∇²R_σ)⁻¹: the
+        Jacobian of the prox, for Lipschitz certificates."""
+        scales = self.scales(sigma, x)
+        with torch.no_grad():
+            u = self.accelerated(x, self.start(x), *scales, steps=self.max_iter, tol=self.tol)
+        self._warm = u
+        if torch.is_grad_enabled() and x.requires_grad:
+            lam, mu, _ = scales
+            cond = float(((1.0 + self.lipschitz(lam, mu)) / (1.0 - self.weak_convexity)).detach().max())
+            steps = min(self.max_iter, math.ceil(math.sqrt(cond) * math.log(1e4)))
+            u = self.accelerated(x, u, *scales, steps=steps)
+        return u
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        warm = self._warm
+        return warm if warm is not None and warm.shape == x.shape and warm.dtype == x.dtype else x.detach()
+
+    def accelerated(
+        self,
+        x: torch.Tensor,
+        u: torch.Tensor,
+        lam: torch.Tensor,
+        mu: torch.Tensor,
+        rho: torch.Tensor,
+        steps: int,
+        tol: float | None = None,
+    ) -> torch.Tensor:
+        """``steps`` iterations of Nesterov's method for the strongly convex ½‖u − x‖² + R_σ(u) from ``u``: step
+        1/L, momentum (√L − √m)/(√L + √m), L = 1 + λμ, m = 1 − κ. With ``tol``: momentum restarts when a step goes
+        uphill and the run stops once every image moved less than ``tol`` relative to ‖x‖ (checked at every step on
+        the CPU, every 5 steps on a GPU, where a check synchronises the host)."""
+        big, strong = 1.0 + self.lipschitz(lam, mu), 1.0 - self.weak_convexity
+        alpha = 1.0 / big
+        q = (big.sqrt() - math.sqrt(strong)) / (big.sqrt() + math.sqrt(strong))
+        z, scale = u, x.detach().flatten(1).norm(dim=1).clamp_min(1e-12)
+        for k in range(steps):
+            g = z - x + self.gradient(z, lam, mu, rho)
+            u_next = z - alpha * g
+            step = u_next - u
+            if tol is None:
+                z, u = u_next + q * step, u_next
+                continue
+            uphill = ((g * step).flatten(1).sum(1) > 0).view(-1, 1, 1, 1)
+            z, u = torch.where(uphill, u_next, u_next + q * step), u_next
+            if (x.device.type == "cpu" or k % 5 == 4) and bool(((step.flatten(1).norm(dim=1) / scale) < tol).all()):
+                break
+        self.last_iterations = k + 1 if steps else 0
+        return u
+
+    # -- constraints and certificates ----------------------------------------------------------------------
+    def clamp_weights(self) -> None:
+        """Project the spline slopes onto [0, 1] after an optimiser step."""
+        with torch.no_grad():
+            for spline in (self.plus, self.minus):
+                if spline is not None:
+                    spline.slopes.clamp_(0.0, 1.0)
+
+    def layer_bound(self) -> dict[str, float]:
+        """Computed bounds: ‖W‖ (certified, ≤ 1 by the normalisation), the largest ψ⁺ slope, the tighter
+        ‖Wᵀ diag(s⁺_max) W‖ = max_ω Σ_c s_c |Ŵ_c(ω)|² on a fine grid, and the weak-convexity modulus κ."""
+        with torch.no_grad():
+            k = self.kernel().double()
+            symbol = torch.fft.rfft2(k[:, 0], s=(512, 512)).abs() ** 2
+            slopes = self.plus.max_slope().double()
+            return {
+                "W_norm_bound": float(conv_norm_bound(k, grid=NORM_GRID)),
+                "max_slope": float(slopes.max()),
+                "lip_grad_R_over_lam_mu": float((slopes.view(-1, 1, 1) * symbol).sum(0).max()),
+                "weak_convexity": self.weak_convexity,
+            }

@@ -1,0 +1,160 @@
+"""Tune a denoiser's strength for a problem on the validation images:
+``python -m pnp.tune +problem=deblur denoiser=crr [tune.param=denoiser.theta] [tune.ship=true]``.
+
+The parameter (``denoiser.sigma`` by default, ``denoiser.theta`` for blind networks) is searched on a log grid
+between ``tune.low`` and ``tune.high``, then on finer grids around the best value (``tune.rounds``). Each value runs
+the configured scheme on the validation images (:data:`pnp.data.VALIDATION`, never a test image) as one batch at the
+problem's image size and scores the mean PSNR of the result; a run that diverges or that no convergence theorem
+covers (under ``strict``) scores −inf. The choice, the whole search and the settings go to ``tune.json`` in the run
+directory; ``tune.ship=true`` writes ``configs/tuned/<problem>_<denoiser>.yaml``, which ``pnp.solve`` then uses
+by default for that problem and denoiser (a value on the command line still wins).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pnp.data import held_out, make_split
+from pnp.errors import ConfigError, check
+from pnp.monitor import batch_psnr
+from pnp.problems import Problem
+from pnp.runtime import resolve_device
+from pnp.solve import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path, user_errors
+
+PARAMS = ("denoiser.sigma", "denoiser.theta")
+
+
+def validation_problem(cfg: DictConfig, device: torch.device) -> Problem:
+    """The configured problem on the validation images (centre crops at the problem's image size)."""
+    check(cfg.image.size is not None, "tuning needs image.size")
+    x = held_out(make_split(), int(cfg.image.size), "validation").to(device)
+    return instantiate(cfg.problem, x=x, seed=cfg.seed)
+
+
+def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
+    """Run the scheme with ``cfg.tune.param`` = ``value``; the mean PSNR over the validation images."""
+    section, key = cfg.tune.param.split(".")
+    with open_dict(cfg):
+        cfg[section][key] = float(value)
+    device = problem.x_true.device
+    start = time.perf_counter()
+    try:
+        result = instantiate(cfg.scheme).run(
+            problem.y,
+            problem.physics,
+            build_denoiser(cfg, device, torch.float32),
+            denoiser_sigma(cfg),
+            problem.x0,
+            norm=problem.norm,
+            fidelity=instantiate(cfg.fidelity),
+            monitor=instantiate(cfg.monitor),
+            guarantee=guarantee_of(cfg),
+        )
+    except ConfigError as err:  # e.g. strict=true and no theorem covers this value
+        return {"value": value, "psnr": -math.inf, "error": str(err)}
+    psnr = batch_psnr(result.x.clamp(0, 1), problem.x_true)
+    h = result.history
+    return {
+        "value": value,
+        "psnr": -math.inf if h.diverged else float(psnr.mean()),
+        "psnr_per_image": [float(p) for p in psnr],
+        "iterations": h.iterations,
+        "converged": h.converged,
+        "diverged": h.diverged,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def log_grid(low: float, high: float, points: int) -> list[float]:
+    check(0 < low < high and points >= 2, f"need 0 < tune.low < tune.high and tune.points >= 2: {low}, {high}")
+    return [low * (high / low) ** (i / (points - 1)) for i in range(points)]
+
+
+def search(cfg: DictConfig, problem: Problem, log: list[dict[str, Any]]) -> dict[str, Any]:
+    """Coarse log grid, then ``rounds`` − 1 grids centred on the best value so far, each with half the log spacing
+    of the one before."""
+    t = cfg.tune
+    grid = log_grid(t.low, t.high, t.points)
+    ratio = (t.high / t.low) ** (1 / (t.points - 1))
+    for round_ in range(t.rounds):
+        for value in grid:
+            if not any(math.isclose(value, e["value"], rel_tol=1e-9) for e in log):
+                entry = evaluate(cfg, problem, value)
+                log.append(entry)
+                print(f"  round {round_ + 1}: {t.param}={value:.5g} -> {entry['psnr']:.3f} dB", flush=True)
+        best = max(log, key=lambda e: e["psnr"])
+        upper = 1.0 if t.param == "denoiser.theta" else math.inf
+        ratio = math.sqrt(ratio)
+        grid = [min(best["value"] * ratio ** (i - (t.points - 1) / 2), upper) for i in range(t.points)]
+    check(math.isfinite(best["psnr"]), f"every value of {t.param} diverged or was refused")
+    return best
+
+
+def tuned_file(cfg: DictConfig) -> Path:
+    """Where ``tune.ship`` writes: ``tune.dir`` (default ``configs/tuned``)/<problem>_<denoiser>.yaml."""
+    return tuned_path(cfg, Path(cfg.tune.dir) if cfg.tune.dir else TUNED)
+
+
+def write_tuned(path: Path, cfg: DictConfig, best: dict[str, Any]) -> None:
+    """The tuned value as a ``denoiser`` package override, with where it came from."""
+    key = cfg.tune.param.split(".")[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# @package denoiser\n"
+        f"# Tuned by `python -m pnp.tune` on the validation images {list(make_split().validation)} at "
+        f"{cfg.image.size}x{cfg.image.size}:\n"
+        f"# mean PSNR {best['psnr']:.2f} dB, {best['iterations']} iterations, converged={best['converged']}.\n"
+        f"{key}: {best['value']:.6g}\n"
+    )
+
+
+def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    check("problem" in cfg, "choose a problem: python -m pnp.tune +problem=<deblur|ct|cs> denoiser=<name>")
+    check(cfg.tune.param in PARAMS, f"tune.param must be one of {PARAMS}, got {cfg.tune.param!r}")
+    check(
+        cfg.tune.param != "denoiser.sigma" or not cfg.denoiser.get("blind"),
+        f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",
+    )
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    problem = validation_problem(cfg, device)
+    log: list[dict[str, Any]] = []
+    best = search(cfg, problem, log)
+    record = {
+        "param": cfg.tune.param,
+        "best": best,
+        "evaluations": sorted(log, key=lambda e: e["value"]),
+        "validation_images": list(make_split().validation),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "tune.json").write_text(json.dumps(record, indent=2))
+    if cfg.tune.ship:
+        write_tuned(tuned_file(cfg), cfg, best)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="tune")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        record = tune(cfg, Path(HydraConfig.get().runtime.output_dir))
+    best = record["best"]
+    print(
+        f"{cfg.denoiser.name}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
+        f"{', '.join(record['validation_images'])} ({best['iterations']} it)"
+        + (f"; written to {tuned_file(cfg)}" if cfg.tune.ship else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

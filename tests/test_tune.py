@@ -1,0 +1,68 @@
+"""The strength tuner on a tiny problem, and how its result becomes the solve default."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from pnp.solve import CONFIGS, apply_tuned, tuned_path
+from pnp.tune import log_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["image.size=32", "monitor.max_iter=15", "monitor.check_every=5", "device=cpu", "tune.points=3"]
+
+
+def tune(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pnp.tune", *args, *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_log_grid():
+    grid = log_grid(0.001, 0.1, 3)
+    assert len(grid) == 3 and math.isclose(grid[1], 0.01) and math.isclose(grid[-1], 0.1)
+
+
+def test_tuner_picks_the_best_validation_value_and_ships_it(tmp_path):
+    proc = tune(
+        "+problem=deblur", "denoiser=wavelet", "tune.low=0.001", "tune.high=0.3", "tune.ship=true",
+        f"tune.dir={tmp_path / 'tuned'}", run_dir=tmp_path / "run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "run" / "tune.json").read_text())
+    psnrs = [e["psnr"] for e in record["evaluations"]]
+    assert record["best"]["psnr"] == max(psnrs) and len(psnrs) >= 5  # coarse grid + a finer round
+    assert record["validation_images"] == ["coins", "moon"]
+    assert 0.001 <= record["best"]["value"] <= 0.3 and min(psnrs) < max(psnrs)
+    shipped = tmp_path / "tuned" / "deblur_wavelet.yaml"
+    assert shipped.read_text().startswith("# @package denoiser") and "best" in proc.stdout
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet"])
+        given = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "denoiser.sigma=0.5"])
+    assert tuned_path(cfg, tmp_path / "tuned") == shipped
+    assert apply_tuned(cfg, (), tmp_path / "tuned") == shipped
+    assert math.isclose(cfg.denoiser.sigma, record["best"]["value"], rel_tol=1e-5)
+    apply_tuned(given, ("denoiser.sigma=0.5",), tmp_path / "tuned")
+    assert given.denoiser.sigma == 0.5  # the command line wins
+
+
+def test_blind_denoisers_tune_theta_and_mistakes_are_one_line(tmp_path):
+    proc = tune("+problem=deblur", "denoiser=euler", run_dir=tmp_path / "a")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "theta" in proc.stderr
+    proc = tune(
+        "+problem=deblur", "denoiser=euler", "tune.param=denoiser.theta", "tune.low=0.1", "tune.high=1.0",
+        "tune.rounds=1", run_dir=tmp_path / "b",
+    )
+    assert proc.returncode == 0, proc.stderr
+    values = [e["value"] for e in json.loads((tmp_path / "b" / "tune.json").read_text())["evaluations"]]
+    assert max(values) <= 1.0
