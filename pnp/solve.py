@@ -98,14 +98,19 @@ def guarantee_of(cfg: DictConfig) -> Guarantee:
     return equivariant(g, cfg.equivariant.mode) if cfg.get("equivariant") else g
 
 
+def composed(*overrides: str) -> DictConfig:
+    """``solve.yaml`` composed with ``overrides`` outside any Hydra run (scripts, benchmarks)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("solve", overrides=list(overrides))
+
+
 def compose_denoiser(
     name: str, device: torch.device, overrides: tuple[str, ...] = ()
 ) -> tuple[Denoiser, float | None]:
     """A denoiser of ``configs/denoiser/<name>.yaml`` with its strength, outside any Hydra run (scripts)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("solve", overrides=[f"denoiser={name}", *overrides])
+    cfg = composed(f"denoiser={name}", *overrides)
     return build_denoiser(cfg, device, torch.float32), denoiser_sigma(cfg)
 
 
@@ -119,10 +124,7 @@ class TunedDenoiser(NamedTuple):
 def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tuple[str, ...] = ()) -> TunedDenoiser:
     """A denoiser of ``configs/denoiser/<name>.yaml`` at its tuned strength for the problem config ``problem``,
     with its strength and class, outside any Hydra run (scripts, benchmarks)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("solve", overrides=[f"+problem={problem}", f"denoiser={name}", *overrides])
+    cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
     label = (strength(cfg) or "default") + ("" if tuned else " (untuned)")
     return TunedDenoiser(build_denoiser(cfg, device, torch.float32), denoiser_sigma(cfg), guarantee_of(cfg), label)
