@@ -18,7 +18,7 @@ from pnp.schemes import Scheme
 from pnp.solve import compose_denoiser
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
-CONDITIONAL = ("crr",)  # learned priors that take the noise level σ
+CONDITIONAL = ("crr", "wcrr")  # learned priors that take the noise level σ
 CLASSICAL = ("tv", "wavelet", "bm3d")
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,15 +1,18 @@
 """Lipschitz certificates: ``python -m pnp.certify denoiser=<name>``.
 
-At each held-out crop, clean and with noise: Lip(D) and Lip(2D − Id) by power iteration on JᵀJ (a lower estimate of
+At each held-out crop, clean and with noise, and for a noise-conditional denoiser at each strength σ of
+``strengths``: Lip(D) and Lip(2D − Id) by power iteration on JᵀJ (a lower estimate of
 the global constants), the asymmetry ‖J − Jᵀ‖ on random probes and the smallest eigenvalue of the symmetric part of
 J (an LPN's Jacobian is a Hessian: symmetric, positive semi-definite), plus the architecture's layer-wise upper
 bound where it has one. The denoiser config's ``expect`` block says what must hold (``lip_D``, ``lip_2D_minus_I``,
-``symmetric``); the run writes ``certificate.json`` and prints a table.
+``symmetric``); the run writes ``certificate.json``, prints a table and exits with status 1 when a check fails.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.data import held_out, make_split
+from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp, unit
 from pnp.monitor import batch_norm
 from pnp.runtime import generator, resolve_device
-from pnp.solve import build_denoiser, user_errors
+from pnp.solve import build_denoiser, denoiser_sigma, user_errors
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,6 +62,18 @@ def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g:
     return (shift - top).detach()
 
 
+def strengths(cfg: DictConfig) -> list[float | None]:
+    """The denoiser strengths σ to certify: ``strengths`` for a noise-conditional denoiser (default: its
+    ``denoiser.sigma``), [None] for a blind one."""
+    sigma = denoiser_sigma(cfg)
+    if sigma is None:
+        check(not cfg.strengths, "strengths: the denoiser is blind (it takes no sigma)")
+        return [None]
+    values = [float(v) for v in cfg.strengths] if cfg.strengths else [sigma]
+    check(all(v > 0 for v in values), f"strengths must be positive, got {values}")
+    return values
+
+
 def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     with open_dict(cfg):
@@ -67,10 +83,10 @@ def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     clean = held_out(split, cfg.size, "held_out").to(device)
     names = split.images("held_out")
     g = generator(cfg.seed, torch.device("cpu"))
-    d_fn: Fn = lambda v: denoiser(v, cfg.denoiser.sigma)  # noqa: E731
-    q_fn: Fn = lambda v: 2 * denoiser(v, cfg.denoiser.sigma) - v  # noqa: E731
     points = []
-    for sigma in cfg.noise:
+    for strength, sigma in itertools.product(strengths(cfg), cfg.noise):
+        d_fn: Fn = lambda v, s=strength: denoiser(v, s)  # noqa: E731
+        q_fn: Fn = lambda v, s=strength: 2 * denoiser(v, s) - v  # noqa: E731
         x = clean + sigma * torch.randn(clean.shape, generator=g).to(device)
         d = jacobian_spectral_norm(d_fn, x, cfg.n_iter, cfg.tol, g)
         q = jacobian_spectral_norm(q_fn, x, cfg.n_iter, cfg.tol, g)
@@ -80,6 +96,7 @@ def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             points.append(
                 {
                     "image": names[i],
+                    "strength": strength,
                     "noise": float(sigma),
                     "lip_D": float(d.norm[i]),
                     "lip_2D_minus_I": float(q.norm[i]),
@@ -110,7 +127,7 @@ def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "passed": all(c["passed"] for c in checks),
         "settings": {
             k: OmegaConf.to_container(cfg, resolve=True)[k]
-            for k in ("size", "noise", "n_iter", "tol", "probes", "slack", "seed")
+            for k in ("size", "noise", "strengths", "n_iter", "tol", "probes", "slack", "seed")
         },
         "device": str(device),
     }
@@ -149,15 +166,15 @@ def expectations(cfg: DictConfig, summary: dict) -> list[dict[str, Any]]:
 
 
 def table(cert: dict[str, Any]) -> str:
-    lines = [f"{'image':<12}{'noise':>7}{'Lip(D)':>9}{'Lip(2D-I)':>11}{'asym':>10}{'min eig':>10}"]
+    lines = [f"{'image':<12}{'sigma':>8}{'noise':>7}{'Lip(D)':>9}{'Lip(2D-I)':>11}{'asym':>10}{'min eig':>10}"]
     lines += [
-        f"{p['image']:<12}{p['noise']:>7.3f}{p['lip_D']:>9.4f}{p['lip_2D_minus_I']:>11.4f}"
-        f"{p['asymmetry']:>10.2e}{p['min_eigenvalue']:>10.4f}"
+        f"{p['image']:<12}{'-' if p['strength'] is None else format(p['strength'], '.4g'):>8}{p['noise']:>7.3f}"
+        f"{p['lip_D']:>9.4f}{p['lip_2D_minus_I']:>11.4f}{p['asymmetry']:>10.2e}{p['min_eigenvalue']:>10.4f}"
         for p in cert["points"]
     ]
     s = cert["summary"]
     lines.append(
-        f"{'max':<19}{s['lip_D']['max']:>9.4f}{s['lip_2D_minus_I']['max']:>11.4f}"
+        f"{'max':<27}{s['lip_D']['max']:>9.4f}{s['lip_2D_minus_I']['max']:>11.4f}"
         f"{s['asymmetry']['max']:>10.2e}{s['min_eigenvalue']['min']:>10.4f} (min)"
     )
     if cert["layer_bound"]:
@@ -174,6 +191,10 @@ def main(cfg: DictConfig) -> None:
     (run_dir / "certificate.json").write_text(json.dumps(cert, indent=2))
     print(table(cert))
     print(f"certificate: {run_dir / 'certificate.json'}")
+    if not cert["passed"]:
+        failed = "; ".join(c["check"] for c in cert["checks"] if not c["passed"])
+        print(f"error: certificate failed: {failed}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, 
     rows = result.history.rows()
     curve = {key: [r[key] for r in rows] for key in ("iter", "rel_residual")}
     curve["psnr"] = [r["psnr"] for r in rows] if result.history.psnr is not None else []
+    if result.history.objective is not None:
+        curve["objective"] = [r["objective"] for r in rows]
     plot_curves(run_dir / "convergence.png", {title: curve}, title=title)
 
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-Curve = Mapping[str, Sequence[float]]  # keys: iter, rel_residual, psnr (optional)
+Curve = Mapping[str, Sequence[float]]  # keys: iter, rel_residual, psnr and objective (optional)
 
 
 def to_display(t: torch.Tensor):
@@ -38,16 +38,41 @@ def plot_reconstruction(path: Path, panels: Sequence[tuple[str, torch.Tensor, bo
     plt.close(fig)
 
 
+def objective_gap(values: Sequence[float] | None) -> list[float] | None:
+    """(F(x_k) − min_j F(x_j)) / |min_j F(x_j)|, floored at float64's resolution for a log axis; None without any
+    finite value (a run whose prior has no explicit objective)."""
+    if values is None:
+        return None
+    f = torch.tensor(values, dtype=torch.float64)
+    finite = torch.isfinite(f)
+    if not finite.any():
+        return None
+    best = f[finite].min()
+    return ((f - best) / best.abs().clamp_min(1e-300)).clamp_min(1e-16).tolist()
+
+
 def plot_curves(path: Path, curves: Mapping[str, Curve], title: str = "") -> None:
-    """c_k = ‖x_k − x_{k−1}‖/‖x_0‖ (log scale) and PSNR against the iteration, one line per run."""
-    fig, (ax_c, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
+    """c_k = ‖x_k − x_{k−1}‖/‖x_0‖ (log scale) and PSNR against the iteration, one line per run; a third panel
+    with the relative objective gap when a run has an explicit objective (key ``objective``)."""
+    gaps = {label: objective_gap(c.get("objective")) for label, c in curves.items()}
+    explicit = any(g is not None for g in gaps.values())
+    fig, axes = plt.subplots(1, 3 if explicit else 2, figsize=(16 if explicit else 11, 4))
+    ax_c, ax_p = axes[0], axes[1]
     for label, curve in curves.items():
-        ax_c.semilogy(curve["iter"], curve["rel_residual"], label=label, lw=1.3)
+        (line,) = ax_c.semilogy(curve["iter"], curve["rel_residual"], label=label, lw=1.3)
         if curve.get("psnr") is not None and len(curve["psnr"]):
-            ax_p.plot(curve["iter"], curve["psnr"], label=label, lw=1.3)
+            ax_p.plot(curve["iter"], curve["psnr"], label=label, lw=1.3, color=line.get_color())
+        if gaps[label] is not None:
+            axes[2].semilogy(curve["iter"], gaps[label], label=label, lw=1.3, color=line.get_color())
     ax_c.set(xlabel="iteration k", ylabel=r"$c_k=\|x_k-x_{k-1}\|/\|x_0\|$", title="fixed-point residual")
     ax_p.set(xlabel="iteration k", ylabel="PSNR (dB)", title="PSNR against ground truth")
-    for ax in (ax_c, ax_p):
+    if explicit:
+        axes[2].set(
+            xlabel="iteration k",
+            ylabel=r"$(F(x_k)-\min_j F(x_j))/|\min_j F(x_j)|$",
+            title="objective (explicit priors)",
+        )
+    for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     if len(curves) > 1:
         ax_p.legend(fontsize=7, loc="best")

@@ -31,6 +31,7 @@ from pnp.images import load_image
 from pnp.outputs import write_run
 from pnp.problems import Problem
 from pnp.runtime import resolve_device, resolve_dtype
+from pnp.schemes import Scheme
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TUNED = CONFIGS / "tuned"  # <problem>_<denoiser>.yaml written by ``pnp.tune tune.ship=true``
@@ -106,9 +107,7 @@ def composed(*overrides: str) -> DictConfig:
         return compose("solve", overrides=list(overrides))
 
 
-def compose_denoiser(
-    name: str, device: torch.device, overrides: tuple[str, ...] = ()
-) -> tuple[Denoiser, float | None]:
+def compose_denoiser(name: str, device: torch.device, overrides: tuple[str, ...] = ()) -> tuple[Denoiser, float | None]:
     """A denoiser of ``configs/denoiser/<name>.yaml`` with its strength, outside any Hydra run (scripts)."""
     cfg = composed(f"denoiser={name}", *overrides)
     return build_denoiser(cfg, device, torch.float32), denoiser_sigma(cfg)
@@ -119,15 +118,17 @@ class TunedDenoiser(NamedTuple):
     sigma: float | None
     guarantee: Guarantee
     label: str  # the strength as set, "(untuned)" when no tuned file exists
+    scheme: Scheme  # the configured scheme (an explicit prior's config selects scheme=agd)
 
 
 def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tuple[str, ...] = ()) -> TunedDenoiser:
     """A denoiser of ``configs/denoiser/<name>.yaml`` at its tuned strength for the problem config ``problem``,
-    with its strength and class, outside any Hydra run (scripts, benchmarks)."""
+    with its strength, class and scheme, outside any Hydra run (scripts, benchmarks)."""
     cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
     label = (strength(cfg) or "default") + ("" if tuned else " (untuned)")
-    return TunedDenoiser(build_denoiser(cfg, device, torch.float32), denoiser_sigma(cfg), guarantee_of(cfg), label)
+    den = build_denoiser(cfg, device, torch.float32)
+    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, instantiate(cfg.scheme))
 
 
 def strength(cfg: DictConfig) -> str:
@@ -204,9 +205,13 @@ def summary(m: dict[str, Any]) -> str:
     init = f"{m['psnr_init']:.2f}"
     g = m.get("guarantee")
     covered = "guarantee: none" if not g or not g["covered"] else f"guarantee: {g['theorem']}"
+    objective = ""
+    if "objective_monotone" in m:  # an explicit prior: say whether F(x_k) ever rose
+        objective = ", F(x_k) never increased" if m["objective_monotone"] else ", F(x_k) INCREASED"
     return (
         f"{m['label']}: PSNR {init} -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['iterations']} it, "
-        f"{state} (c_k={m['final_rel_residual']:.2e}), {m['wall_time_s']:.1f} s on {m['device']}; {covered}"
+        f"{state} (c_k={m['final_rel_residual']:.2e}){objective}, {m['wall_time_s']:.1f} s on {m['device']}; "
+        f"{covered}"
     )
 
 

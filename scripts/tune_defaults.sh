@@ -4,13 +4,14 @@
 # The whole search of each pair is kept in benchmarks/results/tuning/<problem>_<prior>/tune.json.
 #   bash scripts/tune_defaults.sh [problems] [priors]     e.g.  bash scripts/tune_defaults.sh "deblur ct" "tv crr"
 # Each search: 5 values on a log grid, then 5 around the best at half the log spacing (9 runs of PnP-PGD, 300
-# iterations, both validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
+# iterations; the ridge regularizers: the accelerated gradient and 2000 iterations their configs select; both
+# validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
 # (not for dncnn, which no theorem covers at any strength).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
-priors=${2:-"tv wavelet crr euler fne_dncnn dncnn"}
+priors=${2:-"tv wavelet crr wcrr euler fne_dncnn dncnn"}
 range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;

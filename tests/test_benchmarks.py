@@ -37,10 +37,12 @@ def test_speed_quick_contenders_agree(tmp_path):
 
 
 def test_quality_small_subset(tmp_path):
-    args = ("--problems", "deblur", "--priors", "tv,euler", "--size", "32", "--count", "2", "--max-iter", "12")
-    benchmark("quality.py", *args, "--out", str(tmp_path))
-    table = rows(tmp_path / "quality.csv")
-    assert [r["prior"] for r in table] == ["tv", "euler"]
+    args = ("--problems", "deblur", "--priors", "tv,crr,euler", "--size", "32", "--count", "2", "--max-iter", "12")
+    benchmark("quality.py", *args, "--max-iter-agd", "12", "--out", str(tmp_path))
+    table = rows(tmp_path / "quality_deblur.csv")
+    assert [r["prior"] for r in table] == ["tv", "crr", "euler"]
+    assert [r["scheme"] for r in table] == ["PGD", "AGD", "PGD"]  # the explicit prior's config selects AGD
+    assert table[1]["F_monotone"] == "True" and table[0]["F_monotone"] == "-"  # TV: no cost evaluated
     for r in table:
         assert 15 < float(r["psnr"]) < 40 and r["covered"] in ("True", "False") and r["converged"].endswith("/2")
     assert (tmp_path / "quality_deblur.png").stat().st_size > 0

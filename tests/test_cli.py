@@ -72,7 +72,7 @@ def test_problem_smoke(problem, tmp_path):
     assert len(rows) == 6
     assert set(rows[0]) >= {"iter", "residual", "rel_residual", "psnr", "fidelity", "time_s"}
     assert all(float(r["fidelity"]) >= 0 for r in rows)
-    assert f"{problem} · PGD" in proc.stdout and "PSNR" in proc.stdout
+    assert f"{problem} · AGD · crr" in proc.stdout and "PSNR" in proc.stdout  # the default: an explicit prior
     assert m["guarantee"]["covered"] and "guarantee: " in proc.stdout  # the default sits in a covered regime
     assert isinstance(m["residual_monotone"], bool) and len(m["residual_largest_increase"]) == 1
 
@@ -87,6 +87,24 @@ def test_theta_relaxed_blind_network_is_covered_and_says_so(tmp_path):
         "basis": "theta=0.5 on nonexpansive",
     }
     assert "euler(θ=0.5)" in proc.stdout and "Krasnosel" in proc.stdout
+
+
+def test_explicit_prior_runs_accelerated_gradient_with_a_monitored_objective(tmp_path):
+    proc = solve("+problem=deblur", "denoiser=crr", "strict=true", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["config"]["scheme"]["_target_"] == "pnp.schemes.AGD" and "deblur · AGD · crr" in proc.stdout
+    assert "F(x_k) never increased" in proc.stdout
+    assert m["guarantee"]["covered"] and "Li-Lin" in m["guarantee"]["theorem"]
+    assert m["objective_monotone"] and m["objective_largest_increase"][0] <= 0
+    with (tmp_path / "history.csv").open() as f:
+        objective = [float(r["objective"]) for r in csv.DictReader(f)]
+    assert len(objective) == 6 and objective == sorted(objective, reverse=True)
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+    # the prox of the same prior in PnP-PGD (the command line wins over the config's scheme choice)
+    proc = solve("+problem=deblur", "denoiser=crr", "scheme=pgd", *FAST, run_dir=tmp_path / "pgd")
+    assert proc.returncode == 0 and "deblur · PGD · crr" in proc.stdout, proc.stderr
+    assert_user_error(solve("+problem=deblur", "denoiser=euler", "scheme=agd", *FAST), "error:", "explicit prior")
 
 
 def test_sweep_and_plot_script(tmp_path):

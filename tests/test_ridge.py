@@ -15,7 +15,8 @@ from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import GradientStepDenoising
 from pnp.monitor import ConvergenceMonitor
 from pnp.problems import deblur
-from pnp.schemes import PGD
+from pnp.schemes import AGD, PGD
+from pnp.schemes.agd import agd_verdict
 
 SIGMAS = (0.01, 0.05, 0.2)
 
@@ -100,6 +101,18 @@ def test_prox_lipschitz_constant_is_within_its_class(kappa, bound):
     assert lip.max() <= bound + 1e-4 and lip.min() > 0.05
 
 
+@pytest.mark.parametrize("kappa", [0.0, 0.6])
+def test_gradient_lipschitz_bound_holds_and_is_nearly_attained(kappa):
+    """Lip(∇R_σ) (the Hessian's spectral norm, by power iteration) stays below ``grad_lipschitz``, which AGD's step
+    size uses; the bound is not loose by more than the spline and filter geometry allow."""
+    model = tiny(kappa)
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    for sigma in SIGMAS:
+        lip = jacobian_spectral_norm(lambda v, s=sigma: model.grad(v, s), x, n_iter=200, tol=1e-8).norm
+        bound = model.grad_lipschitz(sigma, x)
+        assert (lip <= bound * (1 + 1e-6)).all() and (lip > 0.1 * bound).all(), (sigma, lip, bound)
+
+
 def test_sigma_is_required_and_checked():
     model = tiny()
     x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
@@ -125,13 +138,58 @@ def test_objective_never_increases_in_a_tiny_pgd_solve():
     model = tiny()
     monitor = ConvergenceMonitor(max_iter=60, tol=1e-9, progress=False)
     result = PGD().run(
-        problem.y, problem.physics, model, 0.05, problem.x0, norm=problem.norm, monitor=monitor,
+        problem.y,
+        problem.physics,
+        model,
+        0.05,
+        problem.x0,
+        norm=problem.norm,
+        monitor=monitor,
         guarantee=Guarantee("prox_convex"),
     )
     f = result.history.objective[:, 0]
     assert torch.isfinite(f).all() and f.shape[0] == result.history.iterations
     assert (f[1:] <= f[:-1] * (1 + 1e-10) + 1e-12).all() and f[-1] < f[0]
     assert result.verdict.covered
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.6])
+def test_accelerated_gradient_never_increases_the_objective_and_reaches_the_pgd_minimiser(kappa):
+    """AGD on F = f + R_σ/γ (γ = 1/L) and PnP-PGD with D = prox_{R_σ} minimise the same F: same limit, F monotone
+    and the same objective values recorded by both."""
+    problem = deblur(small_image(16).double(), seed=0)
+    model = tiny(kappa)
+    guarantee = Guarantee("prox_weakly_convex", kappa=kappa) if kappa else Guarantee("prox_convex")
+    runs = {}
+    for scheme in (AGD(), PGD()):
+        monitor = ConvergenceMonitor(max_iter=3000, tol=1e-10, progress=False)
+        runs[type(scheme).__name__] = scheme.run(
+            problem.y,
+            problem.physics,
+            model,
+            0.05,
+            problem.x0,
+            norm=problem.norm,
+            monitor=monitor,
+            guarantee=guarantee,
+        )
+    agd = runs["AGD"]
+    f = agd.history.objective[:, 0]
+    assert agd.converged and agd.verdict.covered and torch.isfinite(f).all()
+    assert (f[1:] <= f[:-1]).all() and f[-1] < f[0]
+    torch.testing.assert_close(agd.x, runs["PGD"].x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(f[-1], runs["PGD"].history.objective[-1, 0], rtol=1e-9, atol=0)
+
+
+def test_accelerated_gradient_needs_an_explicit_prior_and_a_step_within_its_bound():
+    problem = deblur(small_image(16), seed=0)
+    with pytest.raises(ConfigError, match="explicit prior"):
+        AGD().run(problem.y, problem.physics, lambda x, s: x, 0.05, problem.x0, norm=problem.norm)
+    with pytest.raises(ConfigError, match="step_factor"):
+        AGD(step_factor=1.5, strict=True).run(problem.y, problem.physics, tiny().float(), 0.05, problem.x0, norm=1.0)
+    assert agd_verdict(Guarantee("prox_convex"), 1.0).covered
+    assert not agd_verdict(Guarantee("prox_convex"), 1.5).covered
+    assert not agd_verdict(Guarantee("firmly_nonexpansive"), 1.0).covered
 
 
 def test_gradient_step_training_lowers_the_loss():

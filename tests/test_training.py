@@ -169,6 +169,35 @@ def test_certify_writes_its_certificate(tiny_runs, tmp_path):
     assert "PASS" in proc.stdout and "Lip(D)" in proc.stdout
 
 
+def test_certify_checks_a_noise_conditional_prior_at_several_strengths_and_fails_loudly(tiny_runs, tmp_path):
+    args = (
+        "pnp.certify",
+        "denoiser=crr",
+        "denoiser.model.name=null",
+        f"+denoiser.model.path={tiny_runs['crr'] / 'crr.pt'}",
+        "size=16",
+        "n_iter=20",
+        "probes=2",
+        "noise=[0.05]",
+        "strengths=[0.01,0.1]",
+        "device=cpu",
+    )
+    run(*args, f"hydra.run.dir={tmp_path / 'ok'}")
+    cert = json.loads((tmp_path / "ok" / "certificate.json").read_text())
+    assert {p["strength"] for p in cert["points"]} == {0.01, 0.1} and cert["passed"]
+    assert cert["summary"]["lip_D"]["max"] <= 1.0 + 1e-3 and cert["summary"]["min_eigenvalue"]["min"] > -1e-3
+    # a prox is firmly nonexpansive, not a contraction by a factor 2: a wrong promise must fail, with status 1
+    proc = subprocess.run(
+        [sys.executable, "-m", *args, "+denoiser.expect.lip_D=0.5", f"hydra.run.dir={tmp_path / 'bad'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1 and "FAIL: max lip_D <= 0.5" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: certificate failed")
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_load_offline_and_corruption_is_rejected(name, tmp_path):
     model = weights.pretrained(name)

@@ -34,8 +34,13 @@ def test_log_grid():
 
 def test_tuner_picks_the_best_validation_value_and_ships_it(tmp_path):
     proc = tune(
-        "+problem=deblur", "denoiser=wavelet", "tune.low=0.001", "tune.high=0.3", "tune.ship=true",
-        f"tune.dir={tmp_path / 'tuned'}", run_dir=tmp_path / "run",
+        "+problem=deblur",
+        "denoiser=wavelet",
+        "tune.low=0.001",
+        "tune.high=0.3",
+        "tune.ship=true",
+        f"tune.dir={tmp_path / 'tuned'}",
+        run_dir=tmp_path / "run",
     )
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "run" / "tune.json").read_text())
@@ -60,8 +65,13 @@ def test_blind_denoisers_tune_theta_and_mistakes_are_one_line(tmp_path):
     proc = tune("+problem=deblur", "denoiser=euler", run_dir=tmp_path / "a")
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "theta" in proc.stderr
     proc = tune(
-        "+problem=deblur", "denoiser=euler", "tune.param=denoiser.theta", "tune.low=0.1", "tune.high=1.0",
-        "tune.rounds=1", run_dir=tmp_path / "b",
+        "+problem=deblur",
+        "denoiser=euler",
+        "tune.param=denoiser.theta",
+        "tune.low=0.1",
+        "tune.high=1.0",
+        "tune.rounds=1",
+        run_dir=tmp_path / "b",
     )
     assert proc.returncode == 0, proc.stderr
     values = [e["value"] for e in json.loads((tmp_path / "b" / "tune.json").read_text())["evaluations"]]

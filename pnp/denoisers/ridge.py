@@ -42,10 +42,11 @@ NORM_GRID = 128  # Fourier grid of the certified ‖W‖ bound (loses < 2.2 % fo
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``table[c, index[b, c, h, w]]`` for a per-channel table [C, n] (differentiable in the table)."""
-    channels, n = table.shape
-    offset = (torch.arange(channels, device=index.device) * n).view(1, channels, 1, 1)
-    return table.reshape(-1)[index + offset]
+    """``table[c, index[b, c, h, w]]`` for a per-channel table [C, n] (differentiable in the table); a gather, about
+    5× faster on the CPU than advanced indexing, which dominated the cost of ∇R."""
+    batch, channels = index.shape[:2]
+    rows = table.unsqueeze(0).expand(batch, channels, table.shape[1])
+    return torch.gather(rows, 2, index.flatten(2)).view_as(index)
 
 
 class OddSpline(nn.Module):
@@ -184,6 +185,12 @@ class RidgeRegularizer(Denoiser):
         """Bound on Lip(∇R_σ) = λμ‖Wᵀψ''W‖ ≤ λμ · max slope of ψ⁺ (‖W‖ ≤ 1)."""
         return lam * mu * self.plus.max_slope().max().to(lam.dtype)
 
+    def grad_lipschitz(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Per batch element, a bound on Lip(∇R_σ): the Hessian λμ Wᵀ(ψ⁺'' − ρψ⁻'')W has its spectrum in
+        [−κ, λμ · max slope of ψ⁺]."""
+        lam, mu, _ = self.scales(sigma, like)
+        return self.lipschitz(lam, mu).flatten().clamp_min(self.weak_convexity)
+
     # -- R, ∇R ---------------------------------------------------------------------------------------------
     def responses(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """μ W x (direct convolution while training, FFT in eval mode)."""
@@ -213,7 +220,9 @@ class RidgeRegularizer(Denoiser):
         return self.gradient(x, *self.scales(sigma, x))
 
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
-        """R_σ(x) = (λ/μ) Σ ψ(μ W x), per image of the batch (a colour image: the sum over its channels)."""
+        """R_σ(x) = (λ/μ) Σ ψ(μ W x), per image of the batch (a colour image: the sum over its channels), summed in
+        float64: monotone schemes compare values of F whose differences near convergence are below float32's
+        resolution of the sum."""
         batch = x.shape[0]
         gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
         lam, mu, rho = self.scales(sigma, gray)
@@ -221,7 +230,7 @@ class RidgeRegularizer(Denoiser):
         psi = self.plus.potential(t)
         if self.minus is not None:
             psi = psi - rho * self.minus.potential(t)
-        return ((lam / mu).flatten() * psi.flatten(1).sum(1)).view(batch, -1).sum(1)
+        return ((lam / mu).flatten().double() * psi.flatten(1).sum(1, dtype=torch.float64)).view(batch, -1).sum(1)
 
     # -- denoising -----------------------------------------------------------------------------------------
     def unrolled(self, y: torch.Tensor, sigma: float | torch.Tensor, steps: int) -> torch.Tensor:

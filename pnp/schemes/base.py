@@ -50,6 +50,7 @@ class Context:
     gamma: float
     monitor: ConvergenceMonitor
     explicit: bool = False  # the denoiser is prox_g with g = R_σ/γ known (``denoiser.cost``): record F = f + g
+    lipschitz: float | None = None  # Lip(∇f), None when unbounded
 
     def record_fidelity(self, k: int, x: torch.Tensor, ax: torch.Tensor | None = None) -> None:
         """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed, and the objective
@@ -143,7 +144,7 @@ class Scheme(ABC):
             if not verdict.covered and (self.strict or guarantee.kind != "none"):
                 self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
         explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
-        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit)
+        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit, lipschitz)
         if hasattr(denoiser, "reset"):
             denoiser.reset()  # no warm start carried over from another run
         with torch.inference_mode():

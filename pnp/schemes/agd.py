@@ -1,0 +1,143 @@
+"""Monotone accelerated gradient descent on an explicit objective (Li & Lin, NeurIPS 2015, Alg. 1):
+
+    F(x) = f(x) + τ R_σ(x),   ∇F(x) = Aᵀ∇d(Ax, y) + τ ∇R_σ(x),   α = step_factor / (L + τ Lip(∇R_σ))
+
+    y_k = x_k + (t_{k−1}/t_k)(z_k − x_k) + ((t_{k−1} − 1)/t_k)(x_k − x_{k−1})
+    z_{k+1} = y_k − α ∇F(y_k)
+    x_{k+1} = z_{k+1}                          if F(z_{k+1}) ≤ F(x_k) − δ‖z_{k+1} − y_k‖²
+              argmin{F(z_{k+1}), F(v_{k+1})}   otherwise, v_{k+1} = x_k − α ∇F(x_k)
+    t_{k+1} = (1 + √(1 + 4 t_k²)) / 2
+
+F(x_k) never increases (where neither step decreases F in floating point, x_k is kept and c_k = 0 ends the run).
+Convex F (CRR-NN): F(x_k) − F* = O(1/k²); nonconvex F (WCRR-NN): every accumulation point is a critical point (Li &
+Lin 2015, Thm 1), for α < 1/Lip(∇F). This is the accelerated gradient the ridge-regularizer
+papers use for reconstruction; it needs one ∇R_σ per iteration where PnP-PGD with D = prox_{R_σ} needs an inner solve.
+
+τ defaults to L = ‖A‖²/σ² (``weight: null``): F is then the objective f + R_σ/γ that PnP-PGD with γ = 1/L and
+D = prox_{R_σ} minimises, so a strength σ tuned for one scheme holds for the other. A x is linear, so A y_k is
+combined from the A x_k, A x_{k−1}, A z_k already computed. The accept test reads one flag per iteration on the host
+(a rejected element needs the extra gradient at x_k); the monitored iterate is x_k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from deepinv.optim import DataFidelity
+
+from pnp.errors import ConfigError, check_positive
+from pnp.guarantees import EXPLICIT, Guarantee, Verdict
+from pnp.schemes.base import Context, Scheme, gradient_lipschitz
+
+
+@dataclass
+class State:
+    x: torch.Tensor
+    x_prev: torch.Tensor
+    z: torch.Tensor
+    ax: torch.Tensor  # A x_k, A x_{k−1}, A z_k
+    ax_prev: torch.Tensor
+    az: torch.Tensor
+    objective: torch.Tensor  # F(x_k) per batch element
+    t_prev: float
+    t: float
+    alpha: torch.Tensor  # step, [B, 1, ..., 1]
+
+
+def agd_verdict(g: Guarantee, step_factor: float) -> Verdict:
+    """Monotone APG on F = f + τR_σ with α = step_factor / Lip(∇F) (bound)."""
+    if g.kind not in EXPLICIT:
+        return Verdict(False, "", f"needs an explicit prior (prox_convex or prox_weakly_convex), got {g.kind!r}", g)
+    ok = step_factor <= 1
+    convex = g.kind == "prox_convex"
+    theorem = "monotone accelerated gradient (Li-Lin 2015, Alg. 1" + (
+        "; convex F: F(x_k) - F* = O(1/k^2))" if convex else "; nonconvex F: accumulation points are critical)"
+    )
+    return Verdict(ok, theorem, f"alpha = {step_factor:g} / Lip(grad F) bound, needs step_factor <= 1", g)
+
+
+class AGD(Scheme):
+    """Monotone accelerated gradient descent on F = f + τR_σ for an explicit prior (``denoiser.grad``, ``.cost``)."""
+
+    def __init__(
+        self, weight: float | None = None, step_factor: float = 1.0, decrease: float = 1e-4, strict: bool = False
+    ) -> None:
+        super().__init__(None, step_factor, strict)
+        self.weight = None if weight is None else check_positive("weight", weight)
+        self.decrease = check_positive("decrease", decrease)
+
+    def resolve_stepsize(self, fidelity: DataFidelity, norm: float) -> tuple[float, float | None]:
+        """γ = 1/τ: the prior weight, as PnP-PGD's step (its F is f + R_σ/γ)."""
+        lipschitz = gradient_lipschitz(fidelity, norm)
+        if lipschitz is None:
+            raise ConfigError("scheme=agd needs a data fidelity with a Lipschitz gradient (fidelity=l2)")
+        self.check_bounds(0.0, lipschitz)
+        return 1.0 / (self.weight if self.weight is not None else lipschitz), lipschitz
+
+    def check_bounds(self, gamma: float, lipschitz: float | None) -> None:
+        if self.step_factor > 1:
+            self.violation(f"step_factor={self.step_factor:g} is above 1 (alpha must stay below 1/Lip(grad F))")
+
+    def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:
+        return agd_verdict(guarantee, self.step_factor)
+
+    # -- F and ∇F ------------------------------------------------------------------------------------------
+    @staticmethod
+    def objective(ctx: Context, x: torch.Tensor, ax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(x), F(x)) per batch element, from ``ax`` = A x, in float64 (the accept test compares F values whose
+        differences near convergence are below float32's resolution of the sums)."""
+        f = ctx.fidelity.d.fn(ax.double(), ctx.y.double())
+        return f, f + ctx.denoiser.cost(x, ctx.sigma) / ctx.gamma
+
+    @staticmethod
+    def gradient(ctx: Context, x: torch.Tensor, ax: torch.Tensor) -> torch.Tensor:
+        return ctx.physics.A_adjoint(ctx.fidelity.d.grad(ax, ctx.y)) + ctx.denoiser.grad(x, ctx.sigma) / ctx.gamma
+
+    # -- the iteration -------------------------------------------------------------------------------------
+    def init_state(self, x0: torch.Tensor, ctx: Context) -> State:
+        prior = ctx.denoiser
+        if not (hasattr(prior, "grad") and hasattr(prior, "cost") and hasattr(prior, "grad_lipschitz")):
+            raise ConfigError(
+                f"scheme=agd needs an explicit prior with a gradient and a cost (denoiser=crr or wcrr, theta=1), "
+                f"got {type(prior).__name__}"
+            )
+        lip = ctx.lipschitz + prior.grad_lipschitz(ctx.sigma, x0) / ctx.gamma
+        alpha = expand(self.step_factor / lip, x0)
+        ax = ctx.physics.A(x0)
+        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], 1.0, 1.0, alpha)
+
+    def iterate(self, state: State) -> torch.Tensor:
+        return state.x
+
+    def step(self, s: State, ctx: Context, k: int) -> State:
+        t_next = 0.5 * (1 + (1 + 4 * s.t**2) ** 0.5)
+        a, b = s.t_prev / s.t, (s.t_prev - 1) / s.t
+        y = s.x + a * (s.z - s.x) + b * (s.x - s.x_prev)
+        ay = s.ax + a * (s.az - s.ax) + b * (s.ax - s.ax_prev)
+        z = y - s.alpha * self.gradient(ctx, y, ay)
+        az = ctx.physics.A(z)
+        fz, big_fz = self.objective(ctx, z, az)
+        step = (z - y).flatten(1).pow(2).sum(1)
+        accept = big_fz <= s.objective - self.decrease / s.alpha.flatten() * step
+        x, ax, fx, big_fx = z, az, fz, big_fz
+        if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill
+            v = s.x - s.alpha * self.gradient(ctx, s.x, s.ax)
+            av = ctx.physics.A(v)
+            fv, big_fv = self.objective(ctx, v, av)
+            keep = accept | (big_fz <= big_fv)
+            x, ax, fx, big_fx = (
+                torch.where(expand(keep, u), u, w) for u, w in ((z, v), (az, av), (fz, fv), (big_fz, big_fv))
+            )
+            stay = big_fx > s.objective  # neither step decreases F in floating point: x_k is stationary to precision
+            pairs = ((x, s.x), (ax, s.ax), (big_fx, s.objective))
+            x, ax, big_fx = (torch.where(expand(stay, u), w, u) for u, w in pairs)
+            fx = torch.where(stay, ctx.fidelity.d.fn(s.ax.double(), ctx.y.double()), fx)
+        ctx.monitor.record_fidelity(k, fx)
+        ctx.monitor.record_objective(k, big_fx)
+        return State(x, s.x, z, ax, s.ax, az, big_fx, s.t, t_next, s.alpha)
+
+
+def expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-batch-element mask broadcast against ``like``."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
