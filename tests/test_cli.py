@@ -176,7 +176,11 @@ def test_no_problem_lists_the_problems():
         (["+problem=deblur", "problem.kernel=uniform", "problem.kernel_size=41"], ["error: image of 32×32 pixels"]),
         (["+problem=cs", "problem.ratio=1.5"], ["error: ratio must be in (0, 1]"]),
         (["+problem=cs", "problem.ratio=0"], ["error: ratio must be in (0, 1]"]),
-        (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step size", "strict=true"]),
+        (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step_factor=2.5 is above 1", "strict"]),
+        (
+            ["+problem=deblur", "scheme=pgd", "denoiser=tv", "scheme.step_factor=2.5", "strict=true"],
+            ["error: step size"],
+        ),
         (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
         (["+problem=deblur", "denoiser=euler", "denoiser.sigma=0.1"], ["error: denoiser euler is blind", "theta"]),
         (["+problem=deblur", "denoiser=tv", "denoiser.sigma=-1"], ["error: denoiser.sigma must be", "> 0"]),
