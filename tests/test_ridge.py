@@ -133,20 +133,18 @@ def test_strength_grows_with_sigma():
     assert moves == sorted(moves) and moves[0] < 0.5 * moves[-1]
 
 
+def solve_tiny(scheme, problem, model, guarantee: Guarantee, max_iter: int, tol: float):
+    """``scheme`` on ``problem`` with the ridge ``model`` at σ = 0.05."""
+    monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
+    return scheme.run(
+        problem.y, problem.physics, model, 0.05, problem.x0, norm=problem.norm, monitor=monitor, guarantee=guarantee
+    )
+
+
 def test_objective_never_increases_in_a_tiny_pgd_solve():
     problem = deblur(small_image(16).double(), seed=0)
     model = tiny()
-    monitor = ConvergenceMonitor(max_iter=60, tol=1e-9, progress=False)
-    result = PGD().run(
-        problem.y,
-        problem.physics,
-        model,
-        0.05,
-        problem.x0,
-        norm=problem.norm,
-        monitor=monitor,
-        guarantee=Guarantee("prox_convex"),
-    )
+    result = solve_tiny(PGD(), problem, model, Guarantee("prox_convex"), max_iter=60, tol=1e-9)
     f = result.history.objective[:, 0]
     assert torch.isfinite(f).all() and f.shape[0] == result.history.iterations
     assert (f[1:] <= f[:-1] * (1 + 1e-10) + 1e-12).all() and f[-1] < f[0]
@@ -162,17 +160,7 @@ def test_accelerated_gradient_never_increases_the_objective_and_reaches_the_pgd_
     guarantee = Guarantee("prox_weakly_convex", kappa=kappa) if kappa else Guarantee("prox_convex")
     runs = {}
     for scheme in (AGD(), PGD()):
-        monitor = ConvergenceMonitor(max_iter=3000, tol=1e-10, progress=False)
-        runs[type(scheme).__name__] = scheme.run(
-            problem.y,
-            problem.physics,
-            model,
-            0.05,
-            problem.x0,
-            norm=problem.norm,
-            monitor=monitor,
-            guarantee=guarantee,
-        )
+        runs[type(scheme).__name__] = solve_tiny(scheme, problem, model, guarantee, max_iter=3000, tol=1e-10)
     agd = runs["AGD"]
     f = agd.history.objective[:, 0]
     assert agd.converged and agd.verdict.covered and torch.isfinite(f).all()
