@@ -61,6 +61,14 @@ class GradientStepDenoising(Denoising):
         return loss, {"loss": float(loss.detach()), "mse": float(err.detach().mean())}
 
 
+def hinge_log_capped(sq: torch.Tensor, floor: float, cap: float) -> torch.Tensor:
+    """max(q, floor) for q ≤ cap and cap·(1 + log(q/cap)) above: the penalty of Pesquet et al. 2021 with its growth
+    tamed above ``cap`` (an outlier estimate does not dominate the batch) but its gradient kept, cap/q > 0, exactly
+    where the Jacobian is worst (a hard clamp would zero it there)."""
+    tamed = torch.where(sq > cap, cap * (1 + torch.log(sq.clamp_min(cap) / cap)), sq)
+    return tamed.clamp_min(floor)
+
+
 class FirmlyNonexpansive(Denoising):
     """Denoising plus the firmly-nonexpansive Jacobian penalty on the first ``points`` samples of each batch."""
 
@@ -100,7 +108,7 @@ class FirmlyNonexpansive(Denoising):
         x = self.penalty_points(model, clean, noisy, sigma)
         at = None if sigma is None else sigma[: x.shape[0]]  # the penalty holds at the noise level it is checked at
         sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, at) - v, x, self.power_iters)
-        penalty = torch.clamp(sq, min=1 - self.eps, max=self.clip).mean()
+        penalty = hinge_log_capped(sq, 1 - self.eps, self.clip).mean()
         loss = fidelity + self.lam * penalty
         return loss, {"loss": float(loss), "fidelity": float(fidelity), "jac_sq": float(sq.detach().max())}
 

@@ -1,8 +1,10 @@
 """Convergence monitor kept on the solver's device.
 
-Per iteration k and batch element b it records ‖x_k − x_{k−1}‖, c_k = ‖x_k − x_{k−1}‖ / ‖x_0‖ (the quantity of
+Per iteration k and batch element b it records ‖x_k − x_{k−1}‖, c_k = ‖x_k − x_{k−1}‖ / s (the quantity of
 Pesquet et al. 2021, expected to decrease monotonically for averaged operators), the PSNR against the ground
-truth when known, the data-fidelity value f(x_k) and the elapsed time. Everything lives in tensors preallocated
+truth when known, the data-fidelity value f(x_k) and the elapsed time. The scale s = max(‖x_0‖, ‖x_1‖) is the
+paper's ‖x_0‖ unless the start vanishes (``init=zeros``), where ‖x_0‖ would make c_k meaningless; s = 0 only when
+x_0 = x_1 = 0, and then every c_k is 0 (the run sits at a fixed point). Everything lives in tensors preallocated
 on the device; the host only reads them every ``check_every`` iterations (one synchronisation) to decide
 whether to stop, and once at the end. Elapsed times on CUDA come from CUDA events, read at the end.
 """
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 from pnp.errors import check, check_positive
 
 PROGRESS_DELAY_S = 2.0
+MIN_STAGNATION_ITERS = 40  # shorter runs are not judged stagnant: early c_k of slow schemes can sit near c_1
 
 
 @dataclass
@@ -26,14 +29,15 @@ class History:
     """Per-iteration statistics on the CPU; row k describes the iterate x_{k+1} (x_0 is the start)."""
 
     residual: torch.Tensor  # [n, B] ‖x_k − x_{k−1}‖
-    rel_residual: torch.Tensor  # [n, B] c_k = ‖x_k − x_{k−1}‖ / ‖x_0‖
+    rel_residual: torch.Tensor  # [n, B] c_k = ‖x_k − x_{k−1}‖ / max(‖x_0‖, ‖x_1‖)
     psnr: torch.Tensor | None  # [n, B] PSNR(x_k, x_true)
     fidelity: torch.Tensor | None  # [n, B] f(x_k)
     time_s: torch.Tensor  # [n] seconds since the start of the loop
     converged: bool
-    diverged: bool
+    diverged: bool  # blew up, or stagnated (then ``stagnated`` too)
     message: str
     objective: torch.Tensor | None = None  # [n, B] F(x_k) = f(x_k) + g(x_k) when the prior is explicit
+    stagnated: bool = False
 
     @property
     def iterations(self) -> int:
@@ -81,7 +85,10 @@ class ConvergenceMonitor:
 
     Stops when every batch element has c_k < ``tol`` (checked every ``check_every`` iterations) or at
     ``max_iter``. Declares divergence when a residual is NaN/Inf or exceeds ``divergence_factor`` times the first
-    residual; the last finite iterate of each batch element is kept (:attr:`last_finite`).
+    residual, and stagnation when a run of at least ``MIN_STAGNATION_ITERS`` iterations ends with c_k, over its
+    last quarter, never below ``stagnation`` times its first value (an iteration that is not contracting: e.g. PGD
+    on a non-smooth fidelity). A diverged element's result is its iterate at the last check point before the
+    blow-up (:meth:`good_iterate`): references kept at check points, no per-iteration copy.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class ConvergenceMonitor:
         tol: float = 1e-5,
         check_every: int = 10,
         divergence_factor: float = 1e3,
+        stagnation: float = 0.5,
         progress: bool = True,
         track_fidelity: bool = True,
     ) -> None:
@@ -101,6 +109,7 @@ class ConvergenceMonitor:
         self.max_iter, self.check_every = max_iter, check_every
         self.tol = check_positive("tol", tol)
         self.divergence_factor = check_positive("divergence_factor", divergence_factor)
+        self.stagnation = check_positive("stagnation", stagnation)
         self.progress, self.track_fidelity = progress, track_fidelity
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -112,9 +121,10 @@ class ConvergenceMonitor:
         self._psnr = torch.full((n, b), math.nan, **opts) if x_true is not None else None
         self._fidelity = torch.full((n, b), math.nan, **opts) if self.track_fidelity else None
         self._objective: torch.Tensor | None = None  # allocated by the first record_objective
-        self._x0_norm = batch_norm(x0).to(opts["dtype"]).clamp_min(torch.finfo(opts["dtype"]).tiny)
+        self._scale = batch_norm(x0).to(opts["dtype"])
         self._x_true = x_true
-        self.last_finite = x0.clone()
+        self._good = self._latest = x0  # references: iterates are new tensors, never modified in place
+        self._bad: torch.Tensor | None = None  # [B] elements that blew up, at the check that saw it
         self._cuda = x0.device.type == "cuda"
         self._times = torch.zeros(n, dtype=torch.float64)
         self._events: list = []
@@ -124,17 +134,20 @@ class ConvergenceMonitor:
             self._start_event.record()
         self._checked = 0  # iterations already examined by should_stop
         self._stop_message = ""
-        self.converged = self.diverged = False
+        self.converged = self.diverged = self.stalled = False
         self._bar = tqdm(total=n, delay=PROGRESS_DELAY_S, leave=False, disable=not self.progress, unit="it")
 
     def record(self, k: int, x: torch.Tensor, x_prev: torch.Tensor) -> None:
         """Statistics of iterate x_{k+1} = ``x`` (row ``k``, 0-based) against x_k = ``x_prev``."""
         diff = batch_norm(x - x_prev)
         self._residual[k] = diff
+        if k == 0:  # s = max(‖x_0‖, ‖x_1‖), > 0 unless the run starts at the fixed point 0
+            self._scale = torch.maximum(self._scale, batch_norm(x).to(self._scale)).clamp_min(
+                torch.finfo(self._scale.dtype).tiny
+            )
         if self._psnr is not None:
             self._psnr[k] = batch_psnr(x, self._x_true)
-        finite = torch.isfinite(diff).view(-1, *([1] * (x.dim() - 1)))
-        self.last_finite = torch.where(finite, x, self.last_finite)
+        self._latest = x
         if self._cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -161,26 +174,51 @@ class ConvergenceMonitor:
             return False
         start, self._checked = self._checked, k + 1
         window = self._residual[start : k + 1]
-        rel = self._residual[k] / self._x0_norm
-        reference = self._residual[0].clamp_min(self.tol * self._x0_norm)
+        rel = self._residual[k] / self._scale
+        reference = self._residual[0].clamp_min(self.tol * self._scale)
         blowup = ~torch.isfinite(window) | (window > self.divergence_factor * reference)
         flags = torch.stack([blowup.any().to(rel), (rel < self.tol).all().to(rel), rel.max()]).tolist()  # one sync
         diverged, converged, worst = bool(flags[0]), bool(flags[1]), flags[2]
+        if not diverged:
+            self._good = self._latest
         self._bar.update(k + 1 - start)
         self._bar.set_postfix_str(f"c_k={worst:.2e}", refresh=False)
         if diverged:
             first = start + int(blowup.any(dim=1).nonzero()[0, 0])
-            self.diverged = True
+            self.diverged, self._bad = True, blowup.any(dim=0)
             self._stop_message = (
                 f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
-                f"{self.divergence_factor:g}× its first value; returning the last finite iterate"
+                f"{self.divergence_factor:g}× its first value; returning iterate {start} (the last checked "
+                "before it) for the elements that blew up"
             )
         elif converged:
             self.converged = True
             self._stop_message = f"converged in {k + 1} iterations (c_k < {self.tol:g})"
+        elif last and self.stagnated(k):
+            self.diverged = self.stalled = True
+            self._stop_message = (
+                f"stagnated: after {k + 1} iterations c_k={worst:.3e} never fell below {self.stagnation:g}× its "
+                "first value over the last quarter of the run; the iteration is not contracting"
+            )
         elif last:
             self._stop_message = f"reached max_iter={self.max_iter} with c_k={worst:.3e} >= tol={self.tol:g}"
         return diverged or converged or last
+
+    def stagnated(self, k: int) -> bool:
+        """Some element's c_k stayed ≥ ``stagnation`` × c_1 over the last quarter of a run of ≥
+        ``MIN_STAGNATION_ITERS`` iterations (one host read, at the end of the run only)."""
+        if k + 1 < MIN_STAGNATION_ITERS:
+            return False
+        first = self._residual[0]
+        tail = self._residual[(3 * (k + 1)) // 4 : k + 1].amin(dim=0)
+        return bool(((tail >= self.stagnation * first) & (first > 0)).any())
+
+    def good_iterate(self) -> torch.Tensor:
+        """The result: the last iterate, except for elements that diverged, which get their iterate at the last
+        check point before the blow-up."""
+        if self._bad is None:
+            return self._latest
+        return torch.where(self._bad.view(-1, *([1] * (self._latest.dim() - 1))), self._good, self._latest)
 
     def finish(self, k: int) -> History:
         """Close the run after row ``k`` and return the statistics on the CPU."""
@@ -194,7 +232,7 @@ class ConvergenceMonitor:
         residual = self._residual[:n].cpu()
         return History(
             residual=residual,
-            rel_residual=residual / self._x0_norm.cpu(),
+            rel_residual=residual / self._scale.cpu(),
             psnr=None if self._psnr is None else self._psnr[:n].cpu(),
             fidelity=None if self._fidelity is None else self._fidelity[:n].cpu(),
             time_s=self._times[:n].clone(),
@@ -202,4 +240,5 @@ class ConvergenceMonitor:
             diverged=self.diverged,
             message=self._stop_message,
             objective=None if self._objective is None else self._objective[:n].cpu(),
+            stagnated=self.stalled,
         )

@@ -39,6 +39,7 @@ def metrics(problem: Problem, result: Result) -> dict[str, Any]:
         "iterations": h.iterations,
         "converged": h.converged,
         "diverged": h.diverged,
+        "stagnated": h.stagnated,
         "message": h.message,
         "final_residual": float(h.residual[-1].double().mean()),
         "final_rel_residual": float(h.rel_residual[-1].double().mean()),

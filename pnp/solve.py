@@ -201,7 +201,9 @@ def solve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def summary(m: dict[str, Any]) -> str:
-    state = "DIVERGED" if m["diverged"] else ("converged" if m["converged"] else "not converged")
+    state = "converged" if m["converged"] else "not converged"
+    if m["diverged"]:
+        state = "STAGNATED" if m.get("stagnated") else "DIVERGED"
     init = f"{m['psnr_init']:.2f}"
     g = m.get("guarantee")
     covered = "guarantee: none" if not g or not g["covered"] else f"guarantee: {g['theorem']}"

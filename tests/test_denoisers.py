@@ -181,7 +181,7 @@ def test_conv_norm_bound_is_above_the_norm_at_every_size_and_tight():
         explicit = torch.nn.functional.conv2d(basis, weight, padding=1).flatten(1)
         assert torch.linalg.matrix_norm(explicit, 2).item() <= bound
     large, _ = conv_spectral_norm(weight, size=128, n_iter=5000, tol=1e-14)
-    assert bound <= 1.005 * float(large)
+    assert bound <= 1.01 * float(large)  # 1/cos(2π/64) = 1.0048, and size 128 is below the supremum
 
 
 def test_fne_training_lowers_the_penalty_on_a_toy_set():

@@ -171,15 +171,35 @@ class NaNAfter(ShrinkDenoiser):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_nan_stops_the_run_and_keeps_the_last_finite_iterate(scheme):
+def test_nan_stops_the_run_and_keeps_the_iterate_checked_before_it(scheme):
     problem = deblur(small_image(16), seed=0)
-    finite = SCHEMES[scheme]().run(
-        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(6, check_every=4)
+    checked = SCHEMES[scheme]().run(
+        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(4, check_every=4)
     )
     result = SCHEMES[scheme]().run(
         problem.y, problem.physics, NaNAfter(7), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
     )
     assert result.diverged
     assert result.history.iterations == 8  # detected at the first check point after the NaN
-    assert "diverged at iteration 7" in result.history.message
-    torch.testing.assert_close(result.x, finite.x)  # iterate 6, the last finite one
+    assert "diverged at iteration 7" in result.history.message and "returning iterate 4" in result.history.message
+    torch.testing.assert_close(result.x, checked.x)  # iterate 4: the check point before the NaN, no per-step copy
+
+
+def test_only_the_element_that_blew_up_falls_back():
+    problem = deblur(small_image(16, batch=2), seed=0)
+
+    class NaNInSecond(ShrinkDenoiser):
+        calls = 0
+
+        def forward(self, x, sigma=0.0, **kwargs):
+            self.calls += 1
+            out = super().forward(x)
+            return torch.cat([out[:1], out[1:] * float("nan")]) if self.calls >= 7 else out
+
+    ref = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(8))
+    result = PGD().run(
+        problem.y, problem.physics, NaNInSecond(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
+    )
+    assert result.diverged
+    torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element keeps its last iterate
+    assert torch.isfinite(result.x[1:]).all()

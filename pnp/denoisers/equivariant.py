@@ -63,12 +63,12 @@ class EquivariantDenoiser(Denoiser):
         check(rotations_flips or max_shift > 0, "the equivariance group is trivial: enable rotations_flips or shifts")
         self.denoiser, self.mode = denoiser, mode
         self.elements = group_elements(rotations_flips, max_shift)
-        self.generator = torch.Generator().manual_seed(int(seed))  # CPU draws: no device synchronisation
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)  # CPU draws: no device synchronisation
 
     def reset(self) -> None:
-        """Forward to the wrapped denoiser's reset (warm starts), if it has one."""
-        if hasattr(self.denoiser, "reset"):
-            self.denoiser.reset()
+        """Restart the stream of group draws (:func:`pnp.denoisers.state.reset_state` resets the wrapped denoiser)."""
+        self.generator.manual_seed(self.seed)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
         if self.mode == "random":

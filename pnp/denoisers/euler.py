@@ -8,8 +8,8 @@ and keep the first channels. Each step is nonexpansive when τ_l ∈ [0, 2/‖W_
 (2 − margin)/‖W_l‖²), so the bound holds at every forward pass. In training ‖W_l‖ comes from a persistent power
 iteration, re-converged from its previous vector at every forward (a few steps once training is under way). In eval
 mode it is the certified bound of :func:`pnp.lipschitz.conv_norm_bound` (valid for every image size, ≥ the power
-estimate by ~0.3 %), computed once per set of weights: the shipped network is 1-Lipschitz by construction, not by
-measurement. ``averaged=True`` returns (x + N(x))/2, which is firmly nonexpansive.
+estimate by ~0.5 %), computed once per set of weights and recomputed whenever they change: the shipped network is
+1-Lipschitz by construction, not by measurement. ``averaged=True`` returns (x + N(x))/2, which is firmly nonexpansive.
 
 ``conditional=True`` makes it noise-conditional without touching the proof: with s = log(σ/σ_ref), each layer's bias
 is b + c·s and its step min(softplus(t + e·s), (2 − margin)/‖W‖²). Neither enters the x-Lipschitz bound of the
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import nn
 
+from pnp.denoisers.cache import weights_key
 from pnp.denoisers.channels import channelwise, noise_levels
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, unit
 
@@ -48,8 +49,8 @@ class EulerLayer(nn.Module):
         self.margin = margin
         self.register_buffer("v", unit(torch.randn(1, width, NORM_PROBE, NORM_PROBE)))
         self.register_buffer("norm", torch.ones(()))
-        self.register_buffer("bound", torch.ones(()), persistent=False)
-        self.fresh = False  # eval mode: True once the certified bound has been computed for the current weights
+        self._bound: torch.Tensor | None = None  # eval mode: the certified bound of the weights of ``_bound_key``
+        self._bound_key: tuple = ()
 
     def update_norm(self) -> torch.Tensor:
         """Converge the persistent power iteration; returns ‖W‖ = ‖W v‖ (differentiable in W)."""
@@ -60,13 +61,14 @@ class EulerLayer(nn.Module):
         return norm
 
     def certified_norm(self) -> torch.Tensor:
-        """B ≥ ‖W‖ for every image size (:func:`conv_norm_bound`); cached in eval mode, where the weights are fixed."""
+        """B ≥ ‖W‖ for every image size (:func:`conv_norm_bound`); in eval mode cached until the weights change (a
+        load, an optimiser step, ``to()``: :func:`pnp.denoisers.cache.weights_key`)."""
         if self.training:
             return conv_norm_bound(self.weight)
-        if not self.fresh:
-            self.bound = conv_norm_bound(self.weight)
-            self.fresh = True
-        return self.bound
+        key = weights_key(self.weight)
+        if self._bound is None or key != self._bound_key:
+            self._bound, self._bound_key = conv_norm_bound(self.weight), key
+        return self._bound
 
     def tau(self, s: torch.Tensor | None = None) -> torch.Tensor:
         """τ = min(softplus(t [+ e s]), (2 − margin)/‖W‖²): power-iteration ‖W‖ in training, certified bound in
@@ -101,11 +103,6 @@ class EulerNet(Denoiser):
         self.config = {"channels": channels, "width": width, "depth": depth, "averaged": averaged, "margin": margin}
         if conditional:  # recorded only when set, so manifests of blind networks keep loading
             self.config["conditional"] = True
-
-    def train(self, mode: bool = True) -> EulerNet:
-        for layer in self.layers:
-            layer.fresh = False  # weights may change: re-converge the norms at the next eval forward
-        return super().train(mode)
 
     def log_sigma(self, sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """s = log(σ/σ_ref) as [B, 1, 1, 1] (None for the blind network, which ignores σ)."""

@@ -23,8 +23,3 @@ class Relaxed(Denoiser):
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         return torch.lerp(x, self.denoiser(x, sigma, **kwargs), self.theta)
-
-    def reset(self) -> None:
-        """Forward to the wrapped denoiser's reset (warm starts)."""
-        if hasattr(self.denoiser, "reset"):
-            self.denoiser.reset()

@@ -32,13 +32,14 @@ from deepinv.models import Denoiser
 from torch import nn
 
 from pnp.convolution import FourierConv
+from pnp.denoisers.cache import weights_key
 from pnp.denoisers.channels import channelwise, noise_levels
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
 
 SIGMA_REF = 25 / 255  # λ(σ), μ(σ) are parametrised around this noise level
 SCALE_RATE = 20.0  # log λ(σ), log μ(σ) are stored divided by this: Adam moves them 20× faster than the filters
-NORM_GRID = 128  # Fourier grid of the certified ‖W‖ bound (loses < 2.2 % for the 13×13 collapsed kernel)
+NORM_GRID = 256  # Fourier grid of the certified ‖W‖ bound (loses < 1.1 % for the 13×13 collapsed kernel)
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,8 @@ class RidgeRegularizer(Denoiser):
             "tol": tol,
         }
         self._warm: torch.Tensor | None = None
-        self._fourier: FourierConv | None = None  # eval mode: the fixed normalised kernel, applied by FFT
+        self._fourier: FourierConv | None = None  # eval mode: the normalised kernel of ``_fourier_key``, by FFT
+        self._fourier_key: tuple = ()
         self.last_iterations = 0
 
     # -- the linear part -----------------------------------------------------------------------------------
@@ -151,24 +153,17 @@ class RidgeRegularizer(Denoiser):
         k = self.collapsed()
         return k / conv_norm_bound(k, grid=NORM_GRID, detach=False)
 
-    def fourier(self) -> FourierConv:
-        """In eval mode the kernel is fixed: computed once and applied by FFT (:mod:`pnp.convolution`)."""
-        if self._fourier is None:
+    def operator(self) -> FourierConv:
+        """W applied by FFT (:mod:`pnp.convolution`, equal to the zero-padded direct convolution, ≈ 3× faster on
+        training patches and 15× at 256²). In eval mode built once and cached until the weights change; while
+        training built, differentiably, per call: callers build it once per solve, not once per iteration."""
+        if self.training:
+            return FourierConv(self.kernel())
+        key = weights_key(*self.convs)
+        if self._fourier is None or key != self._fourier_key:
             with torch.no_grad():
-                self._fourier = FourierConv(self.kernel().detach())
+                self._fourier, self._fourier_key = FourierConv(self.kernel().detach()), key
         return self._fourier
-
-    def train(self, mode: bool = True) -> RidgeRegularizer:
-        self._fourier = None
-        return super().train(mode)
-
-    def load_state_dict(self, *args, **kwargs):
-        self._fourier, self._warm = None, None
-        return super().load_state_dict(*args, **kwargs)
-
-    def _apply(self, fn, recurse: bool = True):  # .to(device / dtype): the cached spectra belong to the old one
-        self._fourier, self._warm = None, None
-        return super()._apply(fn, recurse)
 
     # -- strength ------------------------------------------------------------------------------------------
     def scales(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -192,32 +187,20 @@ class RidgeRegularizer(Denoiser):
         return self.lipschitz(lam, mu).flatten().clamp_min(self.weak_convexity)
 
     # -- R, ∇R ---------------------------------------------------------------------------------------------
-    def responses(self, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """μ W x (direct convolution while training, FFT in eval mode)."""
-        if not self.training:
-            return self.fourier().conv(mu * x)
-        k = self.kernel().to(x.dtype)
-        return F.conv2d(mu * x, k, padding=k.shape[-1] // 2)
-
-    def transposed(self, t: torch.Tensor) -> torch.Tensor:
-        """Wᵀ t."""
-        if not self.training:
-            return self.fourier().adjoint(t)
-        k = self.kernel().to(t.dtype)
-        return F.conv_transpose2d(t, k, padding=k.shape[-1] // 2)
-
     def activation(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         out = self.plus.derivative(t)
         return out if self.minus is None else out - rho * self.minus.derivative(t)
 
-    def gradient(self, x: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        """∇R_σ(x) = λ Wᵀ ψ'(μ W x)."""
-        return lam * self.transposed(self.activation(self.responses(x, mu), rho))
+    def gradient(
+        self, x: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, rho: torch.Tensor, op: FourierConv
+    ) -> torch.Tensor:
+        """∇R_σ(x) = λ Wᵀ ψ'(μ W x), W = ``op``."""
+        return lam * op.adjoint(self.activation(op.conv(mu * x), rho))
 
     @channelwise
     def grad(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """∇R_σ(x) on [B, C, H, W]."""
-        return self.gradient(x, *self.scales(sigma, x))
+        return self.gradient(x, *self.scales(sigma, x), self.operator())
 
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """R_σ(x) = (λ/μ) Σ ψ(μ W x), per image of the batch (a colour image: the sum over its channels), summed in
@@ -226,7 +209,7 @@ class RidgeRegularizer(Denoiser):
         batch = x.shape[0]
         gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
         lam, mu, rho = self.scales(sigma, gray)
-        t = self.responses(gray, mu)
+        t = self.operator().conv(mu * gray)
         psi = self.plus.potential(t)
         if self.minus is not None:
             psi = psi - rho * self.minus.potential(t)
@@ -281,9 +264,9 @@ class RidgeRegularizer(Denoiser):
         big, strong = 1.0 + self.lipschitz(lam, mu), 1.0 - self.weak_convexity
         alpha = 1.0 / big
         q = (big.sqrt() - math.sqrt(strong)) / (big.sqrt() + math.sqrt(strong))
-        z, scale = u, x.detach().flatten(1).norm(dim=1).clamp_min(1e-12)
+        z, scale, op = u, x.detach().flatten(1).norm(dim=1).clamp_min(1e-12), self.operator()
         for k in range(steps):
-            g = z - x + self.gradient(z, lam, mu, rho)
+            g = z - x + self.gradient(z, lam, mu, rho, op)
             u_next = z - alpha * g
             step = u_next - u
             if tol is None:

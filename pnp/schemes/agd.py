@@ -67,11 +67,14 @@ class AGD(Scheme):
         self.weight = None if weight is None else check_positive("weight", weight)
         self.decrease = check_positive("decrease", decrease)
 
-    def resolve_stepsize(self, fidelity: DataFidelity, norm: float) -> tuple[float, float | None]:
+    def resolve_stepsize(self, fidelity: DataFidelity, norm: float, y: torch.Tensor) -> tuple[float, float | None]:
         """γ = 1/τ: the prior weight, as PnP-PGD's step (its F is f + R_σ/γ)."""
-        lipschitz = gradient_lipschitz(fidelity, norm)
+        lipschitz = gradient_lipschitz(fidelity, norm, y)
         if lipschitz is None:
-            raise ConfigError("scheme=agd needs a data fidelity with a Lipschitz gradient (fidelity=l2)")
+            raise ConfigError(
+                f"scheme=agd needs a data fidelity with a Lipschitz gradient, not {type(fidelity).__name__}: use "
+                "fidelity=l2 (or fidelity.bkg > 0 for poisson), or scheme=admm, which uses the fidelity's prox"
+            )
         self.check_bounds(0.0, lipschitz)
         return 1.0 / (self.weight if self.weight is not None else lipschitz), lipschitz
 

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from deepinv.models import Denoiser
 from deepinv.optim import DataFidelity
-from deepinv.optim.data_fidelity import L2
+from deepinv.optim.data_fidelity import L2, PoissonLikelihood
 from deepinv.physics import LinearPhysics
 
+from pnp.denoisers.state import reset_state
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict
 from pnp.monitor import ConvergenceMonitor, History
@@ -63,9 +64,15 @@ class Context:
                 self.monitor.record_objective(k, f + self.denoiser.cost(x, self.sigma) / self.gamma)
 
 
-def gradient_lipschitz(fidelity: DataFidelity, norm: float) -> float | None:
-    """Lipschitz constant of ∇f(x) = Aᵀ∇d(Ax): ‖A‖² / σ² for the L2 fidelity; None when unbounded."""
-    return norm**2 * float(fidelity.norm) if isinstance(fidelity, L2) else None
+def gradient_lipschitz(fidelity: DataFidelity, norm: float, y: torch.Tensor) -> float | None:
+    """Lipschitz constant of ∇f(x) = Aᵀ∇d(Ax): ‖A‖²/σ² for the L2 fidelity; for the Poisson likelihood with
+    background β > 0 and gain g, ‖A‖²·max(y/g)/β² (∇²d(u) = (y/g)/(u/g + β)² ≤ max(y/g)/β² where Ax ≥ 0); None
+    where ∇f is not Lipschitz (L1: not differentiable; Poisson with β = 0: unbounded curvature at 0)."""
+    if isinstance(fidelity, L2):
+        return norm**2 * float(fidelity.norm)
+    if isinstance(fidelity, PoissonLikelihood) and fidelity.bkg > 0:
+        return norm**2 * float((y / fidelity.gain).max()) / fidelity.bkg**2
+    return None
 
 
 class Scheme(ABC):
@@ -110,8 +117,10 @@ class Scheme(ABC):
             raise ConfigError(f"{message} (strict=true)")
         log.warning("%s; convergence is not guaranteed", message)
 
-    def resolve_stepsize(self, fidelity: DataFidelity, norm: float) -> tuple[float, float | None]:
-        lipschitz = gradient_lipschitz(fidelity, norm)
+    def resolve_stepsize(self, fidelity: DataFidelity, norm: float, y: torch.Tensor) -> tuple[float, float | None]:
+        """γ: ``stepsize`` when given, else ``step_factor`` / Lip(∇f) (/ ‖A‖² where ∇f has no Lipschitz bound, for
+        schemes whose γ is free, such as ADMM's penalty)."""
+        lipschitz = gradient_lipschitz(fidelity, norm, y)
         gamma = self.stepsize if self.stepsize is not None else self.step_factor / (lipschitz or norm**2)
         self.check_bounds(gamma, lipschitz)
         return gamma, lipschitz
@@ -137,7 +146,7 @@ class Scheme(ABC):
         objective F = f + R_σ/γ recorded per iteration."""
         fidelity = fidelity if fidelity is not None else L2()
         monitor = monitor if monitor is not None else ConvergenceMonitor()
-        gamma, lipschitz = self.resolve_stepsize(fidelity, norm)
+        gamma, lipschitz = self.resolve_stepsize(fidelity, norm, y)
         verdict = None
         if guarantee is not None:
             verdict = self.verdict(guarantee, None if lipschitz is None else gamma * lipschitz)
@@ -145,8 +154,7 @@ class Scheme(ABC):
                 self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
         explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
         ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit, lipschitz)
-        if hasattr(denoiser, "reset"):
-            denoiser.reset()  # no warm start carried over from another run
+        reset_state(denoiser)  # no warm start or random stream carried over from another run
         with torch.inference_mode():
             state = self.init_state(x0, ctx)
             monitor.start(x0, x_true)
@@ -160,5 +168,4 @@ class Scheme(ABC):
                 x_prev = x
             self.finalize(state, ctx, k)
             history = monitor.finish(k)
-            x_out = monitor.last_finite if history.diverged else x
-        return Result(x=x_out.clone(), history=history, stepsize=gamma, verdict=verdict)
+        return Result(x=monitor.good_iterate().clone(), history=history, stepsize=gamma, verdict=verdict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from pnp.errors import check_positive
+from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import Guarantee, Verdict, pgd_verdict
 from pnp.schemes.base import Context, Scheme
 
@@ -26,6 +26,11 @@ class PGD(Scheme):
         self.relaxation = check_positive("relaxation", relaxation)
 
     def check_bounds(self, gamma: float, lipschitz: float | None) -> None:
+        if lipschitz is None and self.stepsize is None:
+            raise ConfigError(
+                "the data fidelity has no Lipschitz gradient (l1, or poisson with bkg=0), so PGD has no step size: "
+                "use scheme=admm, which uses the fidelity's prox, or give scheme.stepsize (no convergence guarantee)"
+            )
         if lipschitz is None:
             self.violation("the data fidelity has no Lipschitz gradient, so no step-size bound applies")
         elif gamma * lipschitz >= 2:

@@ -1,0 +1,153 @@
+"""Runs that used to return a wrong answer silently, or depend on what ran before (each a reproduction of issue 11)."""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import pytest
+import torch
+from conftest import ShrinkDenoiser, small_image
+from deepinv.optim.data_fidelity import L1, PoissonLikelihood
+
+from pnp.denoisers import EquivariantDenoiser, EulerNet
+from pnp.errors import ConfigError
+from pnp.lipschitz import conv_norm_bound
+from pnp.losses import hinge_log_capped
+from pnp.monitor import ConvergenceMonitor
+from pnp.problems import deblur
+from pnp.schemes import AGD, PGD
+from pnp.schemes.base import gradient_lipschitz
+
+
+def monitor(max_iter: int, tol: float = 1e-12, **kwargs) -> ConvergenceMonitor:
+    return ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False, **kwargs)
+
+
+def test_zero_start_gives_meaningful_residuals_and_converges():
+    problem = deblur(small_image(16), seed=0, init="zeros")
+    assert float(problem.x0.abs().max()) == 0
+    result = PGD().run(
+        problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, monitor=monitor(300, 1e-5)
+    )
+    assert result.converged
+    assert float(result.history.rel_residual[0, 0]) == pytest.approx(1.0)  # c_1 = ‖x_1‖ / max(‖x_0‖, ‖x_1‖)
+
+
+def test_a_run_at_the_fixed_point_zero_reports_zero_residuals():
+    x0 = torch.zeros(1, 1, 8, 8)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.0))
+    result = PGD().run(x0, physics, ShrinkDenoiser(0.1), 0.0, x0, norm=1.0, monitor=monitor(10, 1e-5, check_every=1))
+    assert result.converged and float(result.history.rel_residual.abs().max()) == 0
+
+
+@pytest.mark.parametrize("fidelity", [L1(), PoissonLikelihood(gain=0.1, bkg=0.0)], ids=["l1", "poisson-bkg0"])
+@pytest.mark.parametrize("scheme", [PGD, AGD])
+def test_gradient_schemes_refuse_a_fidelity_without_lipschitz_gradient(fidelity, scheme):
+    problem = deblur(small_image(16), seed=0)
+    with pytest.raises(ConfigError, match="scheme=admm"):
+        scheme().run(
+            problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, fidelity=fidelity
+        )
+
+
+def test_pgd_on_l1_with_a_forced_step_is_reported_stagnant():
+    """The reproduction: PGD on the non-smooth L1 fidelity oscillates at c_k ≈ const; no longer returned as a result."""
+    problem = deblur(small_image(16), seed=0)
+    result = PGD(stepsize=1.0 / problem.norm**2).run(
+        problem.y,
+        problem.physics,
+        ShrinkDenoiser(0.01),
+        0.0,
+        problem.x0,
+        norm=problem.norm,
+        fidelity=L1(),
+        monitor=monitor(60),
+    )
+    assert result.diverged and result.history.stagnated
+    assert "stagnated" in result.history.message
+
+
+def test_a_slowly_converging_run_is_not_called_stagnant():
+    problem = deblur(small_image(16), seed=0)
+    result = PGD().run(
+        problem.y, problem.physics, ShrinkDenoiser(1e-3), 0.0, problem.x0, norm=problem.norm, monitor=monitor(60)
+    )
+    assert not result.converged and not result.diverged and not result.history.stagnated
+
+
+@pytest.mark.parametrize("gain", [0.01, 0.1, 1.0])
+def test_poisson_step_bound_uses_gain_and_background(gain):
+    """Lip(∇f) = ‖A‖²·max(y/g)/β² bounds the gradient's variation between non-negative points."""
+    gen = torch.Generator().manual_seed(0)
+    y = gain * torch.poisson(20 * torch.rand(1, 1, 8, 8, generator=gen), generator=gen)
+    fidelity = PoissonLikelihood(gain=gain, bkg=0.5)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.0))
+    lip = gradient_lipschitz(fidelity, 1.0, y)
+    assert lip == pytest.approx(float((y / gain).max()) / 0.25)
+    ratios = []
+    for _ in range(20):
+        u, v = torch.rand(2, 1, 1, 8, 8, generator=gen) * 3
+        du = fidelity.grad(u, y, physics) - fidelity.grad(v, y, physics)
+        ratios.append(float(du.norm() / (u - v).norm()))
+    assert max(ratios) <= lip
+
+
+def test_two_runs_with_one_tv_denoiser_object_are_identical():
+    problem = deblur(small_image(16), seed=0)
+    tv = dinv.models.TVDenoiser(n_it_max=20)
+    runs = [
+        PGD().run(problem.y, problem.physics, tv, 0.05, problem.x0, norm=problem.norm, monitor=monitor(5))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0].x, runs[1].x)
+
+
+def test_two_runs_with_one_equivariant_wrapper_are_identical():
+    problem = deblur(small_image(16), seed=0)
+    denoiser = EquivariantDenoiser(dinv.models.TVDenoiser(n_it_max=20), mode="random", seed=3)
+    runs = [
+        PGD().run(problem.y, problem.physics, denoiser, 0.05, problem.x0, norm=problem.norm, monitor=monitor(6))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0].x, runs[1].x)
+
+
+def test_euler_bound_follows_loaded_and_stepped_weights():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 12, 12, generator=gen)
+    model, other = EulerNet(width=4, depth=2).eval(), EulerNet(width=4, depth=2).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(3.0)  # weights whose norms differ: the step caps differ
+    model(x)  # caches the bounds of the first weights
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(model(x), other(x))
+    for layer_m, layer_o in zip(model.layers, other.layers, strict=True):
+        torch.testing.assert_close(layer_m.certified_norm(), conv_norm_bound(layer_o.weight))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(x).square().sum().backward()
+    opt.step()  # an optimiser step in eval mode changes the weights: the bound must follow
+    for layer in model.layers:
+        torch.testing.assert_close(layer.certified_norm(), conv_norm_bound(layer.weight))
+
+
+def test_penalty_keeps_a_gradient_above_its_cap():
+    sq = torch.tensor([0.5, 2.0, 10.0, 1e4], requires_grad=True)
+    out = hinge_log_capped(sq, 0.9, 10.0)
+    out.sum().backward()
+    assert out[0] == 0.9 and out[1] == 2.0 and out[2] == 10.0
+    assert out[3] < 1e4 and sq.grad[3] > 0  # a hard clamp would give 0
+    assert sq.grad.tolist()[:3] == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("grid", [6, 8, 12])
+def test_conv_norm_bound_holds_for_peaks_between_grid_points(grid):
+    """Kernels whose symbol peaks midway between the grid's frequencies, the worst case of the proof."""
+    taps = torch.arange(3) - 1
+    omega = math.pi / grid
+    for scale in (0.3, 1.0, 3.0):
+        envelope = torch.exp(-scale * (taps[:, None] ** 2 + taps[None, :] ** 2).double())
+        kernel = (envelope * torch.cos(omega * (taps[:, None] + taps[None, :]))).view(1, 1, 3, 3)
+        sup = torch.fft.rfft2(kernel[:, 0], s=(2048, 2048)).abs().amax()
+        assert float(conv_norm_bound(kernel, grid=grid)) >= float(sup)
