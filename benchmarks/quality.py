@@ -29,11 +29,11 @@ from common import RESULTS, held_out_images, iterations_to_tol, machine, write_t
 from deepinv.loss.metric import SSIM
 from hydra.utils import instantiate
 
+from pnp.config import composed, tuned_denoiser
 from pnp.monitor import ConvergenceMonitor, batch_psnr
 from pnp.outputs import MONOTONE_AFTER, MONOTONE_SLACK, monotonicity
 from pnp.plotting import plot_curves
 from pnp.problems import Problem
-from pnp.solve import composed, tuned_denoiser
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
 PRIORS = ("tv", "wavelet", "crr", "wcrr", "euler", "fne_dncnn", "lpn", "dncnn")

@@ -22,12 +22,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pnp.cli import entry, user_errors
+from pnp.config import build_denoiser, denoiser_sigma
 from pnp.data import held_out, make_split
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp, unit
 from pnp.monitor import batch_norm
 from pnp.runtime import generator, resolve_device
-from pnp.solve import build_denoiser, denoiser_sigma, user_errors
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -198,4 +199,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -7,7 +7,6 @@ measured Lipschitz values, sha256) into the run directory; ``ship=true`` copies 
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from pnp import weights
+from pnp.cli import entry, user_errors
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
 from pnp.monitor import batch_psnr
 from pnp.runtime import resolve_device
-from pnp.solve import user_errors
 
 LIPSCHITZ_CROP = 64  # side of the crops where the manifest's Lipschitz values are measured
 
@@ -63,6 +62,7 @@ def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, histor
         "optim": opt.state_dict(),
         "sched": sched.state_dict(),
         "generator": sampler.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),  # objectives draw from the global generator (e.g. penalty points)
         "history": history,
     }
 
@@ -99,6 +99,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         sampler.generator.set_state(state["generator"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
         start, history, elapsed = state["step"], state["history"], state.get("elapsed", 0.0)
     model.train()
     t0 = time.perf_counter() - elapsed
@@ -120,7 +122,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             history.append({"step": done, "val_psnr": psnr, **logs})
         bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            torch.save(
+            weights.save_atomic(
                 {**checkpoint_state(done, model, opt, sched, sampler, history), "elapsed": time.perf_counter() - t0},
                 ckpt,
             )
@@ -141,8 +143,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
     manifest = weights.save(model.cpu(), run_dir / f"{name}.pt", record)
     if cfg.ship:
-        for suffix in (".pt", ".json"):
-            shutil.copy(run_dir / f"{name}{suffix}", weights.SHIPPED / f"{name}{suffix}")
+        for suffix in (".pt", ".json"):  # weights first: a manifest never names weights that are not there yet
+            weights.copy_atomic(run_dir / f"{name}{suffix}", weights.SHIPPED / f"{name}{suffix}")
     return manifest
 
 
@@ -160,4 +162,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -24,12 +24,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pnp.cli import entry, user_errors
+from pnp.config import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
 from pnp.monitor import batch_psnr
 from pnp.problems import Problem
 from pnp.runtime import resolve_device
-from pnp.solve import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path, user_errors
 
 PARAMS = ("denoiser.sigma", "denoiser.theta")
 
@@ -157,4 +158,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,30 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path`` (atomic on POSIX): an interrupted
+    write never leaves a truncated file where a checkpoint or weights are expected."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
 def class_path(model: torch.nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
 def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Write ``weights`` (state dict) and ``weights.with_suffix('.json')`` (manifest); return the manifest."""
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
     manifest = {
         "file": weights.name,
         "target": class_path(model),
@@ -41,7 +61,8 @@ def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, An
         **record,
         "sha256": sha256(weights),
     }
-    weights.with_suffix(".json").write_text(json.dumps(manifest, indent=2, default=str))
+    text = json.dumps(manifest, indent=2, default=str)
+    atomic_write(weights.with_suffix(".json"), lambda tmp: tmp.write_text(text))
     return manifest
 
 

@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from pnp.config import compose_denoiser
 from pnp.images import load_image
 from pnp.monitor import batch_norm, batch_psnr
-from pnp.solve import compose_denoiser
 
 
 def repeat(denoiser, sigma: float, x0: torch.Tensor, clean: torch.Tensor, n: int) -> dict:

@@ -188,6 +188,8 @@ def test_no_problem_lists_the_problems():
         (["+problem=deblur", "denoiser=euler", "denoiser.theta=1.5"], ["error: theta must be in (0, 1]"]),
         (["+problem=deblur", "denoiser=euler", "denoiser.theta=1", "strict=true"], ["error: no convergence theorem"]),
         (["+problem=deblur", "denoiser=dncnn", "strict=true"], ["error: no convergence theorem", "'none'"]),
+        (["+problem=deblur", "equivariant=null"], ["error: equivariant=null", "~equivariant"]),
+        (["+problem=cs", "fidelity=l1", "scheme=pgd", "denoiser=tv"], ["error: the data fidelity", "scheme=admm"]),
     ],
 )
 def test_bad_input_is_one_clear_line(args, fragments):

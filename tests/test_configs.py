@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from pnp.config import CONFIGS, build_denoiser, build_problem, denoiser_sigma
 from pnp.guarantees import Guarantee
 from pnp.monitor import ConvergenceMonitor
 from pnp.problems import Problem
 from pnp.schemes import Scheme
-from pnp.solve import CONFIGS, build_denoiser, build_problem, denoiser_sigma
 
 GROUPS = ("problem", "scheme", "denoiser", "fidelity", "equivariant")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))]

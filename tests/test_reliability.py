@@ -12,11 +12,12 @@ from deepinv.optim.data_fidelity import L1, PoissonLikelihood
 
 from pnp.denoisers import EquivariantDenoiser, EulerNet
 from pnp.errors import ConfigError
+from pnp.linear import cg_tolerance, has_closed_form_prox, l1_prox, l2_prox
 from pnp.lipschitz import conv_norm_bound
 from pnp.losses import hinge_log_capped
 from pnp.monitor import ConvergenceMonitor
-from pnp.problems import deblur
-from pnp.schemes import AGD, PGD
+from pnp.problems import cs, deblur
+from pnp.schemes import ADMM, AGD, PGD
 from pnp.schemes.base import gradient_lipschitz
 
 
@@ -151,3 +152,75 @@ def test_conv_norm_bound_holds_for_peaks_between_grid_points(grid):
         kernel = (envelope * torch.cos(omega * (taps[:, None] + taps[None, :]))).view(1, 1, 3, 3)
         sup = torch.fft.rfft2(kernel[:, 0], s=(2048, 2048)).abs().amax()
         assert float(conv_norm_bound(kernel, grid=grid)) >= float(sup)
+
+
+def test_cg_prox_solves_the_prox_and_warm_start_saves_iterations():
+    physics = dinv.physics.Blur(dinv.physics.blur.gaussian_blur(1.6).double(), padding="reflect")
+    assert not has_closed_form_prox(physics)
+    x = small_image(24, batch=2, dtype=torch.float64)
+    y, z, kappa = physics(x), x + 0.05 * torch.randn_like(x), 3.0
+    calls = []
+    counted = dinv.physics.Blur.A_adjoint_A
+
+    def counting(self, v, **kw):
+        calls.append(1)
+        return counted(self, v, **kw)
+
+    physics.A_adjoint_A = counting.__get__(physics)
+    tol = cg_tolerance(torch.float64, 1e-10)
+    sol = l2_prox(physics, z, physics.A_adjoint(y), kappa, z, tol, max_iter=500, check_every=1)
+    cold = len(calls)
+    optimality = sol - z + kappa * physics.A_adjoint(physics.A(sol) - y)
+    assert float(optimality.norm() / z.norm()) < 1e-8
+    calls.clear()
+    nearby = z + 1e-7 * torch.randn_like(z)  # the next ADMM prox input: close to the last one
+    l2_prox(physics, nearby, physics.A_adjoint(y), kappa, sol, tol, max_iter=500, check_every=1)
+    assert len(calls) < cold / 2
+    assert cg_tolerance(torch.float32, 1e-7) == pytest.approx(100 * torch.finfo(torch.float32).eps)
+
+
+def test_admm_with_cg_reads_the_host_a_bounded_number_of_times(monkeypatch):
+    problem = deblur(small_image(24), seed=0, padding="reflect")
+    norm = problem.norm  # its power iteration reads the host; not part of the loop
+    reads = []
+    original = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or original(t))
+    scheme = ADMM(cg_max_iter=50)
+    result = scheme.run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=norm, monitor=monitor(5))
+    assert torch.isfinite(result.x).all()
+    assert len(reads) <= 5 * 5  # ≤ ⌈50 / 10⌉ reads per prox, 5 iterations (deepinv's CG: one per CG step)
+
+
+class LargestBatch(ShrinkDenoiser):
+    """A non-equivariant denoiser (a position-dependent gain) that records the largest batch it is given."""
+
+    largest = 0
+
+    def forward(self, x, sigma=0.0, **kwargs):
+        self.largest = max(self.largest, x.shape[0])
+        ramp = torch.linspace(0.5, 1.5, x.shape[-1], dtype=x.dtype)
+        return x * ramp / (1.0 + self.lam)
+
+
+@pytest.mark.parametrize("size", [(12, 12), (10, 14)])
+def test_equivariant_average_runs_in_bounded_chunks(size):
+    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(0))
+    whole = EquivariantDenoiser(LargestBatch(0.1), mode="average", max_shift=2, chunk=1000)
+    chunked = EquivariantDenoiser(LargestBatch(0.1), mode="average", max_shift=2, chunk=8)
+    torch.testing.assert_close(chunked(x, 0.1), whole(x, 0.1))
+    assert chunked.denoiser.largest == 8 * 2 and whole.denoiser.largest > 8 * 2
+    assert chunked.calls(size[0] == size[1]) is chunked.calls(size[0] == size[1])  # computed once per kind of shape
+
+
+@pytest.mark.parametrize("build", [deblur, cs])
+def test_l1_prox_matches_its_optimality_condition(build):
+    """z − u ∈ γAᵀ∂‖Au − y‖₁: with v the returned dual, u = z − Aᵀv, |v| ≤ γ and v = γ·sign(Au − y) where Au ≠ y."""
+    problem = build(small_image(16, dtype=torch.float64), seed=0)
+    z = problem.x0 + 0.1
+    gamma = 0.02
+    u, v = l1_prox(problem.physics, z, problem.y, gamma, problem.norm, torch.zeros_like(problem.y), 1e-12, 5000, 1)
+    torch.testing.assert_close(u, z - problem.physics.A_adjoint(v))
+    residual = problem.physics.A(u) - problem.y
+    assert float(v.abs().max()) <= gamma * (1 + 1e-12)
+    off = residual.abs() > 1e-6
+    torch.testing.assert_close(v[off], gamma * residual[off].sign(), atol=1e-6, rtol=0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,26 @@ def test_shipped_weights_load_offline_and_corruption_is_rejected(name, tmp_path)
 def test_unknown_shipped_name():
     with pytest.raises(ConfigError, match="no shipped weights named"):
         weights.pretrained("resnet")
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL after the first checkpoints, resume=true, and compare with a run that was never interrupted (the
+    firmly-nonexpansive objective draws its penalty points from the global generator: that state is checkpointed)."""
+    args = ["denoiser=fne_dncnn", "init_from=null", "steps=60", "checkpoint_every=5", "val_every=30",
+            "objective.points=2", *TINY_NET["dncnn"], *TINY_TRAIN[:-3], "device=cpu"]  # fmt: skip
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pnp.train", *args, f"hydra.run.dir={killed}"], cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    ckpt = killed / "checkpoint.pt"
+    while not ckpt.is_file() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < step < 60 and not (killed / "fne_dncnn.pt").exists()  # killed mid-way
+    run("pnp.train", *args, "resume=true", f"hydra.run.dir={killed}")
+    run("pnp.train", *args, f"hydra.run.dir={straight}")
+    resumed, uninterrupted = (torch.load(d / "fne_dncnn.pt") for d in (killed, straight))
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)

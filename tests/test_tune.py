@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pnp.solve import CONFIGS, apply_tuned, tuned_path
+from pnp.config import CONFIGS, apply_tuned, tuned_path
 from pnp.tune import log_grid
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,14 +55,23 @@ class EquivariantDenoiser(Denoiser):
     """Make any denoiser equivariant to rotations/flips (and optionally shifts), by sampling or averaging."""
 
     def __init__(
-        self, denoiser: Denoiser, mode: str = "random", rotations_flips: bool = True, max_shift: int = 0, seed: int = 0
+        self,
+        denoiser: Denoiser,
+        mode: str = "random",
+        rotations_flips: bool = True,
+        max_shift: int = 0,
+        seed: int = 0,
+        chunk: int = 8,
     ) -> None:
         super().__init__()
+        check(isinstance(chunk, int) and chunk >= 1, f"chunk must be a positive integer, got {chunk!r}")
         check(mode in MODES, f"equivariant mode must be one of {MODES}, got {mode!r}")
         check(isinstance(max_shift, int) and max_shift >= 0, f"max_shift must be an integer >= 0, got {max_shift!r}")
         check(rotations_flips or max_shift > 0, "the equivariance group is trivial: enable rotations_flips or shifts")
         self.denoiser, self.mode = denoiser, mode
         self.elements = group_elements(rotations_flips, max_shift)
+        self.chunk = chunk  # average mode: at most chunk·B images per call of the wrapped denoiser
+        self._calls: dict[bool, list[list[Element]]] = {}  # average mode: the calls, for square / oblong images
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)  # CPU draws: no device synchronisation
 
@@ -80,14 +89,22 @@ class EquivariantDenoiser(Denoiser):
             return inverse_transform(self.denoiser(transform(x, g), sigma, **kwargs), g)
         return self.average(x, sigma, **kwargs)
 
+    def calls(self, square: bool) -> list[list[Element]]:
+        """The group split into batched calls: elements giving one output shape (all of them for a square image;
+        even and odd quarter turns otherwise), in chunks of at most ``chunk``; computed once per kind of shape."""
+        if square not in self._calls:
+            shapes = [self.elements] if square else [[g for g in self.elements if g[0] % 2 == r] for r in (0, 1)]
+            self._calls[square] = [s[i : i + self.chunk] for s in shapes if s for i in range(0, len(s), self.chunk)]
+        return self._calls[square]
+
     def average(self, x: torch.Tensor, sigma: float | torch.Tensor, **kwargs) -> torch.Tensor:
-        """(1/|G|) Σ_g T_g⁻¹ D(T_g x), evaluated as one batched call per output shape."""
-        by_shape: dict[torch.Size, list[Element]] = {}
-        for g in self.elements:
-            by_shape.setdefault(transform(x[:1, :1], g).shape, []).append(g)
+        """(1/|G|) Σ_g T_g⁻¹ D(T_g x), evaluated in batched calls of at most ``chunk``·B images (bounded memory)."""
+        calls = self.calls(x.shape[-2] == x.shape[-1])
         total = torch.zeros_like(x)
         b = x.shape[0]
-        for group in by_shape.values():
+        for group in calls:
+            if len(calls) > 1 and hasattr(self.denoiser, "restart"):
+                self.denoiser.restart = True  # a warm start from another chunk belongs to other transforms
             sig = sigma.repeat(len(group)) if torch.is_tensor(sigma) and sigma.numel() > 1 else sigma
             out = self.denoiser(torch.cat([transform(x, g) for g in group]), sig, **kwargs)
             for i, g in enumerate(group):

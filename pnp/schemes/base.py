@@ -52,13 +52,15 @@ class Context:
     monitor: ConvergenceMonitor
     explicit: bool = False  # the denoiser is prox_g with g = R_σ/γ known (``denoiser.cost``): record F = f + g
     lipschitz: float | None = None  # Lip(∇f), None when unbounded
+    norm: float = 1.0  # ‖A‖
 
     def record_fidelity(self, k: int, x: torch.Tensor, ax: torch.Tensor | None = None) -> None:
         """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed, and the objective
         F(x) = f(x) + R_σ(x)/γ when the prior is explicit; nothing (not even A x) when the monitor does not track
         the fidelity."""
         if self.monitor.track_fidelity:
-            f = self.fidelity.d.fn(self.physics.A(x) if ax is None else ax, self.y)
+            ax = (self.physics.A(x) if ax is None else ax).contiguous()  # deepinv's L1 distance views its input
+            f = self.fidelity.d.fn(ax, self.y)
             self.monitor.record_fidelity(k, f)
             if self.explicit:
                 self.monitor.record_objective(k, f + self.denoiser.cost(x, self.sigma) / self.gamma)
@@ -153,7 +155,7 @@ class Scheme(ABC):
             if not verdict.covered and (self.strict or guarantee.kind != "none"):
                 self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
         explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
-        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit, lipschitz)
+        ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit, lipschitz, norm)
         reset_state(denoiser)  # no warm start or random stream carried over from another run
         with torch.inference_mode():
             state = self.init_state(x0, ctx)
