@@ -13,9 +13,10 @@ from deepinv.loss.metric import SSIM
 
 from pnp.config import compose_denoiser
 from pnp.data import held_out, make_split
-from pnp.monitor import ConvergenceMonitor, History, batch_psnr
+from pnp.monitor import ConvergenceMonitor, History
 from pnp.problems import Problem
 from pnp.schemes import Scheme
+from pnp.tensors import batch_psnr
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
 CONDITIONAL = ("crr", "wcrr")  # learned priors that take the noise level σ

@@ -25,7 +25,7 @@ from common import (
     write_table,
 )
 
-from pnp.monitor import batch_psnr
+from pnp.tensors import batch_psnr
 
 NOISE = (15 / 255, 25 / 255)
 MULTIPLIERS = {"tv": (0.25, 0.5, 1.0, 2.0), "wavelet": (1.0, 1.5, 2.0, 3.0), "bm3d": (1.0,)}

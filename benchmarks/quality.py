@@ -30,10 +30,11 @@ from deepinv.loss.metric import SSIM
 from hydra.utils import instantiate
 
 from pnp.config import composed, tuned_denoiser
-from pnp.monitor import ConvergenceMonitor, batch_psnr
+from pnp.monitor import ConvergenceMonitor
 from pnp.outputs import MONOTONE_AFTER, MONOTONE_SLACK, monotonicity
 from pnp.plotting import plot_curves
 from pnp.problems import Problem
+from pnp.tensors import batch_psnr
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
 PRIORS = ("tv", "wavelet", "crr", "wcrr", "euler", "fne_dncnn", "lpn", "dncnn")

@@ -26,9 +26,9 @@ from pnp.cli import entry, user_errors
 from pnp.config import build_denoiser, denoiser_sigma
 from pnp.data import held_out, make_split
 from pnp.errors import check
-from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp, unit
-from pnp.monitor import batch_norm
+from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp
 from pnp.runtime import generator, resolve_device
+from pnp.tensors import batch_norm, unit
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 

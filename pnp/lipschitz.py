@@ -15,12 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pnp.monitor import batch_norm
-
-
-def unit(v: torch.Tensor) -> torch.Tensor:
-    """Each batch element scaled to unit norm."""
-    return v / batch_norm(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
+from pnp.tensors import batch_norm, unit
 
 
 def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):

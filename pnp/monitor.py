@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pnp.errors import check, check_positive
+from pnp.tensors import batch_norm, batch_psnr
 
 PROGRESS_DELAY_S = 2.0
 MIN_STAGNATION_ITERS = 40  # shorter runs are not judged stagnant: early c_k of slow schemes can sit near c_1
@@ -67,17 +68,6 @@ def largest_increase(values: torch.Tensor, start: int = 0) -> torch.Tensor:
         return torch.full(v.shape[1:], -math.inf, dtype=torch.float64)
     ratio = (v[1:] - v[:-1]) / v[:-1].abs().clamp_min(1e-300)
     return torch.nan_to_num(ratio, nan=-math.inf).amax(dim=0)
-
-
-def batch_norm(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm of each batch element: [B, ...] → [B]."""
-    return torch.linalg.vector_norm(x.flatten(1), dim=1)
-
-
-def batch_psnr(x: torch.Tensor, ref: torch.Tensor, max_pixel: float = 1.0) -> torch.Tensor:
-    """PSNR of each batch element in dB, computed on the device (no host synchronisation)."""
-    mse = (x - ref).flatten(1).pow(2).mean(dim=1)
-    return 10.0 * torch.log10(max_pixel**2 / mse)
 
 
 class ConvergenceMonitor:

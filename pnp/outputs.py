@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from deepinv.loss.metric import SSIM
 
-from pnp.monitor import History, batch_psnr, largest_increase
+from pnp.monitor import History, largest_increase
 from pnp.plotting import plot_curves, plot_reconstruction
 from pnp.problems import Problem
 from pnp.schemes import Result
+from pnp.tensors import batch_psnr
 
 HISTORY_COLUMNS = ("iter", "residual", "rel_residual", "psnr", "fidelity", "objective", "time_s")
 #: c_k is judged monotone after this transient (iterations), with this relative slack for float round-off

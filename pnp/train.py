@@ -23,8 +23,8 @@ from pnp.cli import entry, user_errors
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
-from pnp.monitor import batch_psnr
 from pnp.runtime import resolve_device
+from pnp.tensors import batch_psnr
 
 LIPSCHITZ_CROP = 64  # side of the crops where the manifest's Lipschitz values are measured
 

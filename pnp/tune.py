@@ -28,9 +28,9 @@ from pnp.cli import entry, user_errors
 from pnp.config import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
-from pnp.monitor import batch_psnr
 from pnp.problems import Problem
 from pnp.runtime import resolve_device
+from pnp.tensors import batch_psnr
 
 PARAMS = ("denoiser.sigma", "denoiser.theta")
 

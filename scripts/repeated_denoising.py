@@ -23,7 +23,7 @@ import torch
 
 from pnp.config import compose_denoiser
 from pnp.images import load_image
-from pnp.monitor import batch_norm, batch_psnr
+from pnp.tensors import batch_norm, batch_psnr
 
 
 def repeat(denoiser, sigma: float, x0: torch.Tensor, clean: torch.Tensor, n: int) -> dict:

@@ -12,7 +12,7 @@ from pnp.denoisers.euler import EulerLayer
 from pnp.errors import ConfigError
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import FirmlyNonexpansive, ProximalMatching
-from pnp.monitor import batch_norm
+from pnp.tensors import batch_norm
 
 TINY = {
     "dncnn": lambda c: DnCNN(channels=c, depth=3, width=8),

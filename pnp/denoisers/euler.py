@@ -27,7 +27,8 @@ from torch import nn
 
 from pnp.denoisers.cache import weights_key
 from pnp.denoisers.channels import channelwise, noise_levels
-from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, unit
+from pnp.lipschitz import conv_norm_bound, conv_spectral_norm
+from pnp.tensors import unit
 
 POWER_MAX_ITER, POWER_TOL = 1000, 1e-6
 SIGMA_REF = 25 / 255  # the conditional network's σ enters as log(σ/σ_ref)

@@ -1,0 +1,21 @@
+"""Per-batch-element tensor helpers, computed on the device (no host synchronisation)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def batch_norm(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each batch element: [B, ...] → [B]."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def batch_psnr(x: torch.Tensor, ref: torch.Tensor, max_pixel: float = 1.0) -> torch.Tensor:
+    """PSNR of each batch element in dB, computed on the device (no host synchronisation)."""
+    mse = (x - ref).flatten(1).pow(2).mean(dim=1)
+    return 10.0 * torch.log10(max_pixel**2 / mse)
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    """Each batch element scaled to unit norm."""
+    return v / batch_norm(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
