@@ -1,4 +1,4 @@
-"""Train a denoiser: ``python -m pnp.train denoiser=<dncnn|fne_dncnn|euler|lpn> [scale=cpu|gpu] [overrides]``.
+"""Train a denoiser: ``python -m pnp.train denoiser=<name> [recipe=<name>_gpu] [overrides]``.
 
 Writes ``checkpoint.pt`` regularly (``resume=true`` continues from it), and at the end ``<denoiser>.pt`` with its
 manifest ``<denoiser>.json`` (architecture, training config, data split, steps, wall time, device, validation PSNR,
