@@ -110,7 +110,7 @@ class ConvergenceMonitor:
         self._residual = torch.full((n, b), math.nan, **opts)
         self._psnr = torch.full((n, b), math.nan, **opts) if x_true is not None else None
         self._fidelity = torch.full((n, b), math.nan, **opts) if self.track_fidelity else None
-        self._objective: torch.Tensor | None = None  # allocated by the first record_objective
+        self._objective: torch.Tensor | None = None  # allocated by the first objective value recorded
         self._scale = batch_norm(x0).to(opts["dtype"])
         self._x_true = x_true
         self._good = self._latest = x0  # references: iterates are new tensors, never modified in place
@@ -145,17 +145,14 @@ class ConvergenceMonitor:
         else:
             self._times[k] = time.perf_counter() - self._t0
 
-    def record_fidelity(self, k: int, value: torch.Tensor) -> None:
-        """f(x_{k+1}) for row ``k`` (schemes often get it for free from the next gradient evaluation)."""
-        if self._fidelity is not None and 0 <= k < self.max_iter:
-            self._fidelity[k] = value
-
-    def record_objective(self, k: int, value: torch.Tensor) -> None:
-        """F(x_{k+1}) for row ``k``, when the scheme minimises an explicit objective."""
-        if self._objective is None:
-            self._objective = torch.full_like(self._residual, math.nan)
-        if 0 <= k < self.max_iter:
-            self._objective[k] = value
+    def record_values(self, k: int, fidelity: torch.Tensor | None, objective: torch.Tensor | None = None) -> None:
+        """f(x_{k+1}) and, when the scheme minimises an explicit objective, F(x_{k+1}) for row ``k``."""
+        if fidelity is not None and self._fidelity is not None:
+            self._fidelity[k] = fidelity
+        if objective is not None:
+            if self._objective is None:
+                self._objective = torch.full_like(self._residual, math.nan)
+            self._objective[k] = objective
 
     def should_stop(self, k: int) -> bool:
         """True when the run must stop after row ``k``; reads the device only at check points."""

@@ -86,7 +86,9 @@ def test_fidelity_tracking_can_be_switched_off(scheme, monkeypatch):
     monkeypatch.setattr(problem.physics, "A", lambda x, **kw: calls.append(1) or forward(x, **kw))
     untracked = run(False)
     assert untracked.history.fidelity is None and tracked.history.fidelity is not None
-    assert len(calls) == (4 if scheme is PGD else 0)  # PGD needs A x for its gradient; ADMM's prox is closed form
+    # PGD needs A x_k for its gradient (x_0 … x_4: the last one is the price of reporting f with each step); ADMM's
+    # prox is closed form
+    assert len(calls) == (5 if scheme is PGD else 0)
 
 
 def test_stops_at_tolerance_only_at_check_points():
@@ -176,9 +178,9 @@ def test_no_host_sync_inside_the_loop(monkeypatch, scheme):
             with counter.hot():
                 super().record(*args)
 
-        def record_fidelity(self, *args):
+        def record_values(self, *args):
             with counter.hot():
-                super().record_fidelity(*args)
+                super().record_values(*args)
 
         def should_stop(self, k):
             with counter.hot():

@@ -22,7 +22,7 @@ from deepinv.optim.data_fidelity import L1, L2
 
 from pnp.guarantees import Guarantee, Verdict, admm_verdict
 from pnp.linear import cg_tolerance, has_closed_form_prox, l1_prox, l2_prox
-from pnp.schemes.base import Context, Scheme
+from pnp.schemes.base import Context, Scheme, Values
 
 
 @dataclass
@@ -70,8 +70,8 @@ class ADMM(Scheme):
         kappa = ctx.gamma * float(ctx.fidelity.norm)
         return l2_prox(ctx.physics, v, state.aty, kappa, state.x, tol, self.cg_max_iter), None
 
-    def step(self, state: State, ctx: Context, k: int) -> State:
+    def step(self, state: State, ctx: Context, k: int) -> tuple[State, Values]:
         x, dual = self.data_prox(state.z - state.u, state, ctx)
         z = ctx.denoiser(x + state.u, ctx.sigma)
-        ctx.record_fidelity(k, z)  # one more A z per iteration, unless the monitor skips f
-        return State(z, state.u + x - z, x, state.aty, dual)
+        # f(z) costs one more A z per iteration, unless the monitor skips f
+        return State(z, state.u + x - z, x, state.aty, dual), ctx.values(z)

@@ -28,7 +28,7 @@ from deepinv.optim import DataFidelity
 
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict
-from pnp.schemes.base import Context, Scheme, gradient_lipschitz
+from pnp.schemes.base import Context, Scheme, Values, gradient_lipschitz
 
 
 @dataclass
@@ -113,7 +113,7 @@ class AGD(Scheme):
     def iterate(self, state: State) -> torch.Tensor:
         return state.x
 
-    def step(self, s: State, ctx: Context, k: int) -> State:
+    def step(self, s: State, ctx: Context, k: int) -> tuple[State, Values]:
         t_next = 0.5 * (1 + (1 + 4 * s.t**2) ** 0.5)
         a, b = s.t_prev / s.t, (s.t_prev - 1) / s.t
         y = s.x + a * (s.z - s.x) + b * (s.x - s.x_prev)
@@ -136,9 +136,7 @@ class AGD(Scheme):
             pairs = ((x, s.x), (ax, s.ax), (big_fx, s.objective))
             x, ax, big_fx = (torch.where(expand(stay, u), w, u) for u, w in pairs)
             fx = torch.where(stay, ctx.fidelity.d.fn(s.ax.double(), ctx.y.double()), fx)
-        ctx.monitor.record_fidelity(k, fx)
-        ctx.monitor.record_objective(k, big_fx)
-        return State(x, s.x, z, ax, s.ax, az, big_fx, s.t, t_next, s.alpha)
+        return State(x, s.x, z, ax, s.ax, az, big_fx, s.t, t_next, s.alpha), Values(fx, big_fx)
 
 
 def expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,15 @@ class Result:
 
 
 @dataclass
+class Values:
+    """What a step reports about the iterate it returns: f(x_{k+1}) and, for an explicit prior, F(x_{k+1}) (None:
+    not computed, e.g. with ``monitor.track_fidelity=false``)."""
+
+    fidelity: torch.Tensor | None = None
+    objective: torch.Tensor | None = None
+
+
+@dataclass
 class Context:
     """Everything one iteration needs; built once per run (constants such as γ are not recomputed)."""
 
@@ -54,16 +63,14 @@ class Context:
     lipschitz: float | None = None  # Lip(∇f), None when unbounded
     norm: float = 1.0  # ‖A‖
 
-    def record_fidelity(self, k: int, x: torch.Tensor, ax: torch.Tensor | None = None) -> None:
-        """Record f(x) per batch element in row ``k``, from ``ax`` = A x when already computed, and the objective
-        F(x) = f(x) + R_σ(x)/γ when the prior is explicit; nothing (not even A x) when the monitor does not track
-        the fidelity."""
-        if self.monitor.track_fidelity:
-            ax = (self.physics.A(x) if ax is None else ax).contiguous()  # deepinv's L1 distance views its input
-            f = self.fidelity.d.fn(ax, self.y)
-            self.monitor.record_fidelity(k, f)
-            if self.explicit:
-                self.monitor.record_objective(k, f + self.denoiser.cost(x, self.sigma) / self.gamma)
+    def values(self, x: torch.Tensor, ax: torch.Tensor | None = None) -> Values:
+        """f(x) per batch element, from ``ax`` = A x when already computed, and F(x) = f(x) + R_σ(x)/γ when the
+        prior is explicit; nothing (not even A x) when the monitor does not track the fidelity."""
+        if not self.monitor.track_fidelity:
+            return Values()
+        ax = (self.physics.A(x) if ax is None else ax).contiguous()  # deepinv's L1 distance views its input
+        f = self.fidelity.d.fn(ax, self.y)
+        return Values(f, f + self.denoiser.cost(x, self.sigma) / self.gamma if self.explicit else None)
 
 
 def gradient_lipschitz(fidelity: DataFidelity, norm: float, y: torch.Tensor) -> float | None:
@@ -95,15 +102,12 @@ class Scheme(ABC):
         """The scheme's state before the first iteration."""
 
     @abstractmethod
-    def step(self, state: Any, ctx: Context, k: int) -> Any:
-        """One iteration: the state after iteration ``k`` (0-based); may record fidelity values."""
+    def step(self, state: Any, ctx: Context, k: int) -> tuple[Any, Values]:
+        """One iteration: the state after iteration ``k`` (0-based) and the values of its iterate."""
 
     @abstractmethod
     def iterate(self, state: Any) -> torch.Tensor:
         """The monitored iterate x_k of ``state``."""
-
-    def finalize(self, state: Any, ctx: Context, k: int) -> None:  # noqa: B027 (optional hook)
-        """Work after the last iteration ``k`` (e.g. the fidelity of the last iterate)."""
 
     def check_bounds(self, gamma: float, lipschitz: float | None) -> None:  # noqa: B027 (optional hook)
         """Warn (or raise when strict) if the parameters leave the scheme's admissible range."""
@@ -162,12 +166,12 @@ class Scheme(ABC):
             monitor.start(x0, x_true)
             x_prev = x0
             for k in range(monitor.max_iter):
-                state = self.step(state, ctx, k)
+                state, values = self.step(state, ctx, k)
                 x = self.iterate(state)
                 monitor.record(k, x, x_prev)
+                monitor.record_values(k, values.fidelity, values.objective)
                 if monitor.should_stop(k):
                     break
                 x_prev = x
-            self.finalize(state, ctx, k)
             history = monitor.finish(k)
         return Result(x=monitor.good_iterate().clone(), history=history, stepsize=gamma, verdict=verdict)

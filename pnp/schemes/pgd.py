@@ -4,7 +4,7 @@
 
 With D averaged (e.g. firmly nonexpansive), γ ∈ (0, 2/L) and ν ∈ (0, 1], the iterates converge to a fixed point
 when one exists (Pesquet, Repetti, Terris, Wiaux, SIAM J. Imaging Sci. 2021). A x_k is computed once per
-iteration and serves both ∇f(x_k) and the monitored value f(x_k).
+iteration, right after x_k: it serves both the monitored f(x_k) and the next step's ∇f(x_k).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import Guarantee, Verdict, pgd_verdict
-from pnp.schemes.base import Context, Scheme
+from pnp.schemes.base import Context, Scheme, Values
 
 
 class PGD(Scheme):
@@ -41,18 +41,18 @@ class PGD(Scheme):
     def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:
         return pgd_verdict(guarantee, gamma_l, self.relaxation)
 
-    def init_state(self, x0: torch.Tensor, ctx: Context) -> torch.Tensor:
-        return x0
+    def init_state(self, x0: torch.Tensor, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        return x0, ctx.physics.A(x0)
 
-    def iterate(self, state: torch.Tensor) -> torch.Tensor:
-        return state
+    def iterate(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return state[0]
 
-    def step(self, x: torch.Tensor, ctx: Context, k: int) -> torch.Tensor:
-        ax = ctx.physics.A(x)
-        ctx.record_fidelity(k - 1, x, ax=ax)  # f(x_k) belongs to the previous row
+    def step(
+        self, state: tuple[torch.Tensor, torch.Tensor], ctx: Context, k: int
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], Values]:
+        x, ax = state
         grad = ctx.physics.A_adjoint(ctx.fidelity.d.grad(ax, ctx.y))
         z = ctx.denoiser(x - ctx.gamma * grad, ctx.sigma)
-        return z if self.relaxation == 1 else torch.lerp(x, z, self.relaxation)
-
-    def finalize(self, x: torch.Tensor, ctx: Context, k: int) -> None:
-        ctx.record_fidelity(k, x)
+        x = z if self.relaxation == 1 else torch.lerp(x, z, self.relaxation)
+        ax = ctx.physics.A(x)
+        return (x, ax), ctx.values(x, ax)
