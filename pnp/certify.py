@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,41 +25,8 @@ from pnp.cli import entry, user_errors
 from pnp.config import build_denoiser, denoiser_sigma
 from pnp.data import held_out, make_split
 from pnp.errors import check
-from pnp.lipschitz import jacobian_spectral_norm, jvp_vjp
+from pnp.lipschitz import Fn, asymmetry, jacobian_spectral_norm, min_eigenvalue
 from pnp.runtime import generator, resolve_device
-from pnp.tensors import batch_norm, unit
-
-Fn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
-def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch.Tensor:
-    """Per sample, max over unit probes u, v of |⟨u, (J − Jᵀ) v⟩| / (‖J v‖ + ‖Jᵀ v‖): 0 for a symmetric J."""
-    with torch.enable_grad():
-        _, jv, jtw = jvp_vjp(fn, x)
-        worst = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for _ in range(probes):
-            u = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
-            v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
-            a, b = jv(v), jtw(v)
-            worst = torch.maximum(worst, (inner(u, a) - inner(u, b)).abs() / (batch_norm(a) + batch_norm(b)))
-    return worst.detach()
-
-
-def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g: torch.Generator) -> torch.Tensor:
-    """Smallest eigenvalue of (J + Jᵀ)/2 by power iteration on shift·I − (J + Jᵀ)/2 (shift ≥ ‖J‖)."""
-    with torch.enable_grad():
-        _, jv, jtw = jvp_vjp(fn, x)
-        v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
-        s = shift.view(-1, *([1] * (x.dim() - 1)))
-        for _ in range(n_iter):
-            w = s * v - 0.5 * (jv(v) + jtw(v))
-            top = inner(v, w)
-            v = unit(w.detach())
-    return (shift - top).detach()
 
 
 def strengths(cfg: DictConfig) -> list[float | None]:

@@ -2,6 +2,8 @@
 
 * :func:`jacobian_spectral_norm`: ‖J_f(x)‖₂ at a point by power iteration on JᵀJ with autograd (J v by the
   double-backward trick, Jᵀ w by a vector-Jacobian product). Per batch element; a lower estimate of Lip(f).
+* :func:`asymmetry`, :func:`min_eigenvalue`: ‖J − Jᵀ‖ on random probes and the smallest eigenvalue of (J + Jᵀ)/2
+  (a prox of a convex function has a symmetric positive semi-definite Jacobian).
 * :func:`conv_spectral_norm`: ‖W‖₂ of a 2D convolution by power iteration on WᵀW (conv / transposed conv).
 * :func:`conv_norm_bound`: a certified upper bound on ‖W‖₂ for every image size, from the kernel's Fourier symbol.
 """
@@ -34,6 +36,39 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
         return torch.autograd.grad(y, x, w, retain_graph=True)[0]
 
     return y, jv, jtw
+
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch.Tensor:
+    """Per sample, max over unit probes u, v of |⟨u, (J − Jᵀ) v⟩| / (‖J v‖ + ‖Jᵀ v‖): 0 for a symmetric J."""
+    with torch.enable_grad():
+        _, jv, jtw = jvp_vjp(fn, x)
+        worst = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for _ in range(probes):
+            u = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+            v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+            a, b = jv(v), jtw(v)
+            worst = torch.maximum(worst, (inner(u, a) - inner(u, b)).abs() / (batch_norm(a) + batch_norm(b)))
+    return worst.detach()
+
+
+def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g: torch.Generator) -> torch.Tensor:
+    """Smallest eigenvalue of (J + Jᵀ)/2 by power iteration on shift·I − (J + Jᵀ)/2 (shift ≥ ‖J‖)."""
+    with torch.enable_grad():
+        _, jv, jtw = jvp_vjp(fn, x)
+        v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
+        s = shift.view(-1, *([1] * (x.dim() - 1)))
+        for _ in range(n_iter):
+            w = s * v - 0.5 * (jv(v) + jtw(v))
+            top = inner(v, w)
+            v = unit(w.detach())
+    return (shift - top).detach()
 
 
 @dataclass

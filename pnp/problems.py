@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import deepinv as dinv
@@ -39,7 +39,6 @@ class Problem:
     y: torch.Tensor
     physics: LinearPhysics
     x0: torch.Tensor
-    info: dict = field(default_factory=dict)
     seed: int = 0
 
     @cached_property
@@ -85,13 +84,13 @@ def initialise(how: str, y: torch.Tensor, physics: LinearPhysics, x: torch.Tenso
         return inits[how]()
 
 
-def measure(name: str, x: torch.Tensor, physics: LinearPhysics, seed: int, init: str, **info) -> Problem:
+def measure(name: str, x: torch.Tensor, physics: LinearPhysics, seed: int, init: str) -> Problem:
     """Apply the physics and its noise model to ``x`` and build the :class:`Problem`. The physics must already be
     in ``x``'s dtype: ``Module.to(dtype)`` would drop the imaginary part of ``BlurFFT``'s complex mask."""
     physics.tol, physics.max_iter = CG_TOL, CG_MAX_ITER
     with torch.no_grad():
         y = physics(x)
-    return Problem(name, x, y, physics, initialise(init, y, physics, x), info, seed)
+    return Problem(name, x, y, physics, initialise(init, y, physics, x), seed)
 
 
 def blur_kernel(kind: str, size: int | None, blur_sigma: float, seed: int, device, dtype) -> torch.Tensor:
@@ -139,7 +138,7 @@ def deblur(
         physics = dinv.physics.BlurFFT(img_size=tuple(x.shape[1:]), filter=filt, device=x.device, noise_model=noise_m)
     else:
         physics = dinv.physics.Blur(filter=filt, padding=padding, device=x.device, noise_model=noise_m)
-    return measure("deblur", x, physics, seed, init, kernel=kernel, kernel_size=k, padding=padding)
+    return measure("deblur", x, physics, seed, init)
 
 
 def ct(
@@ -161,7 +160,7 @@ def ct(
     physics = dinv.physics.Tomography(
         angles=angles, img_width=w, circle=False, normalize=True, device=x.device, dtype=x.dtype, noise_model=noise_m
     )
-    return measure("ct", x, physics, seed, init, angles=angles)
+    return measure("ct", x, physics, seed, init)
 
 
 def cs(
@@ -196,4 +195,4 @@ def cs(
         physics = dinv.physics.SinglePixelCamera(
             m=m, img_size=(c, h, w), fast=True, device=x.device, dtype=x.dtype, rng=rng, noise_model=noise_m
         )
-    return measure("cs", x, physics, seed, init, m=m, operator=operator)
+    return measure("cs", x, physics, seed, init)
