@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from deepinv.loss.metric import SSIM
 
 from pnp.config import compose_denoiser
 from pnp.data import held_out, make_split
-from pnp.monitor import ConvergenceMonitor, History
+from pnp.monitor import ConvergenceMonitor
+from pnp.outputs import RunSummary
 from pnp.problems import Problem
-from pnp.schemes import Scheme
-from pnp.tensors import batch_psnr
+from pnp.schemes import Result, Scheme
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
 CONDITIONAL = ("crr", "wcrr")  # learned priors that take the noise level σ
@@ -70,32 +69,17 @@ def write_table(path: Path, rows: list[dict], title: str, notes: str = "") -> No
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
-def monotone_after(c: torch.Tensor, start: int = 10) -> torch.Tensor:
-    """Per batch element: c_k non-increasing (to 1e-6 relative) from iteration ``start`` on."""
-    c = c[start:]
-    return (c[1:] <= c[:-1] * (1 + 1e-6)).all(dim=0) if c.shape[0] > 1 else torch.ones(c.shape[1], dtype=torch.bool)
-
-
-def iterations_to_tol(c: torch.Tensor, tol: float) -> torch.Tensor:
-    """First iteration (1-based) with c_k < tol per batch element, or 0 where it never got there."""
-    below = c < tol
-    return torch.where(below.any(dim=0), below.int().argmax(dim=0) + 1, torch.zeros_like(below[0], dtype=torch.long))
-
-
-def summarise(problem: Problem, x: torch.Tensor, h: History, seconds: float, tol: float) -> dict:
-    """Batch means of the per-image figures, counts of converged/monotone images."""
-    n = x.shape[0]
-    its = iterations_to_tol(h.rel_residual, tol)
-    converged = its > 0
-    ssim = SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), problem.x_true.float())
+def summarise(problem: Problem, result: Result, seconds: float) -> dict:
+    """Batch means of :class:`pnp.outputs.RunSummary` (the summary metrics.json reports), counts of images."""
+    s = RunSummary.of(problem, result)
     return {
-        "psnr": float(batch_psnr(x.clamp(0, 1), problem.x_true).mean()),
-        "ssim": float(ssim.mean()),
-        "iters_to_tol": float(its[converged].float().mean()) if converged.any() else "-",
-        "converged": f"{int(converged.sum())}/{n}",
-        "monotone_after_10": f"{int(monotone_after(h.rel_residual).sum())}/{n}",
-        "diverged": h.diverged,
-        "final_c_k": float(h.rel_residual[-1].max()),
+        "psnr": sum(s.psnr) / len(s.psnr),
+        "ssim": sum(s.ssim) / len(s.ssim),
+        "iters_to_tol": s.mean_iterations(),
+        "converged": s.count(s.converged),
+        "monotone": s.count(s.residual_monotone),
+        "diverged": s.diverged,
+        "final_c_k": float(result.history.rel_residual[-1].max()),
         "time_s": seconds,
     }
 
@@ -113,4 +97,4 @@ def run_and_summarise(problem: Problem, scheme: Scheme, den, sigma: float, max_i
         "rel_residual": h.rel_residual[:, 0].tolist(),
         "psnr": h.psnr[:, 0].tolist(),
     }
-    return summarise(problem, result.x, h, time.perf_counter() - start, tol), curve
+    return summarise(problem, result, time.perf_counter() - start), curve

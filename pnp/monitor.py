@@ -39,6 +39,7 @@ class History:
     message: str
     objective: torch.Tensor | None = None  # [n, B] F(x_k) = f(x_k) + g(x_k) when the prior is explicit
     stagnated: bool = False
+    tol: float = 0.0  # the monitor's tolerance on c_k
 
     @property
     def iterations(self) -> int:
@@ -228,4 +229,5 @@ class ConvergenceMonitor:
             message=self._stop_message,
             objective=None if self._objective is None else self._objective[:n].cpu(),
             stagnated=self.stalled,
+            tol=self.tol,
         )

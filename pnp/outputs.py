@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,73 @@ def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(batch_psnr(x.clamp(0, 1) if x.shape == ref.shape else x, ref).mean())
 
 
+def iterations_to_tol(c: torch.Tensor, tol: float) -> torch.Tensor:
+    """Per batch element, the first iteration (1-based) from which c_k stays below ``tol`` to the end; 0 where the
+    last c_k is not below it."""
+    below = (c < tol).flip(0).int().cumprod(0).flip(0)  # 1 where c_k and every later c_j are below tol
+    stays = below.sum(0)
+    return torch.where(stays > 0, c.shape[0] - stays + 1, torch.zeros_like(stays))
+
+
+@dataclass
+class RunSummary:
+    """One run's figures per batch element, the one summary of the command line (metrics.json) and the benchmarks.
+    converged: c_k < tol at the last iteration (what stops the monitor); iterations_to_tol: the first iteration from
+    which c_k stays below tol; residual_monotone: c_k never rose after ``MONOTONE_AFTER`` iterations (relative slack
+    ``MONOTONE_SLACK``); objective_monotone: F(x_k) never rose (explicit priors, slack ``OBJECTIVE_SLACK``)."""
+
+    psnr: list[float]
+    ssim: list[float]
+    converged: list[bool]
+    iterations_to_tol: list[int]
+    residual_monotone: list[bool]
+    objective_monotone: list[bool] | None
+    diverged: bool
+    stagnated: bool
+
+    @staticmethod
+    def of(problem: Problem, result: Result) -> RunSummary:
+        x, ref, h = result.x.clamp(0, 1), problem.x_true, result.history
+        its = iterations_to_tol(h.rel_residual, h.tol)
+        rise = largest_increase(h.rel_residual, MONOTONE_AFTER)
+        up = None if h.objective is None else largest_increase(h.objective)
+        return RunSummary(
+            psnr=batch_psnr(x, ref).tolist(),
+            ssim=SSIM(max_pixel=1.0)(x.float(), ref.float()).flatten().tolist(),
+            converged=(its > 0).tolist(),
+            iterations_to_tol=its.tolist(),
+            residual_monotone=(rise <= MONOTONE_SLACK).tolist(),
+            objective_monotone=None if up is None else (up <= OBJECTIVE_SLACK).tolist(),
+            diverged=h.diverged,
+            stagnated=h.stagnated,
+        )
+
+    @staticmethod
+    def count(flags: list[bool] | None) -> str:
+        """``k/n`` (``-`` when not applicable)."""
+        return "-" if flags is None else f"{sum(flags)}/{len(flags)}"
+
+    def mean_iterations(self) -> float | str:
+        """Mean iterations to tol over the converged images (``-`` when none converged)."""
+        its = [i for i, c in zip(self.iterations_to_tol, self.converged, strict=True) if c]
+        return sum(its) / len(its) if its else "-"
+
+
 def metrics(problem: Problem, result: Result) -> dict[str, Any]:
-    """Quality and convergence figures of a run (batch means)."""
+    """Quality and convergence figures of a run: batch means and, from :class:`RunSummary`, per image."""
     x, ref, h = result.x, problem.x_true, result.history
     same_shape = problem.y.shape == ref.shape
-    ssim = SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), ref.float())
+    s = RunSummary.of(problem, result)
     return {
         "psnr_observation": psnr(problem.y, ref) if same_shape else None,
         "psnr_init": psnr(problem.x0, ref),
         "psnr": psnr(x, ref),
-        "ssim": float(ssim.mean()),
+        "ssim": sum(s.ssim) / len(s.ssim),
+        "psnr_per_image": s.psnr,
         "iterations": h.iterations,
-        "converged": h.converged,
+        "converged": all(s.converged) and not h.diverged,
+        "converged_per_image": s.converged,
+        "iterations_to_tol": s.iterations_to_tol,
         "diverged": h.diverged,
         "stagnated": h.stagnated,
         "message": h.message,

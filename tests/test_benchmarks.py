@@ -42,7 +42,7 @@ def test_quality_small_subset(tmp_path):
     table = rows(tmp_path / "quality_deblur.csv")
     assert [r["prior"] for r in table] == ["tv", "crr", "euler"]
     assert [r["scheme"] for r in table] == ["PGD", "AGD", "PGD"]  # the explicit prior's config selects AGD
-    assert table[1]["F_monotone"] == "True" and table[0]["F_monotone"] == "-"  # TV: no cost evaluated
+    assert table[1]["F_monotone"] == "2/2" and table[0]["F_monotone"] == "-"  # TV: no cost evaluated
     for r in table:
         assert 15 < float(r["psnr"]) < 40 and r["covered"] in ("True", "False") and r["converged"].endswith("/2")
     assert (tmp_path / "quality_deblur.png").stat().st_size > 0

@@ -16,6 +16,7 @@ from pnp.linear import cg_tolerance, has_closed_form_prox, l1_prox, l2_prox
 from pnp.lipschitz import conv_norm_bound
 from pnp.losses import hinge_log_capped
 from pnp.monitor import ConvergenceMonitor
+from pnp.outputs import RunSummary, iterations_to_tol, metrics
 from pnp.problems import cs, deblur
 from pnp.schemes import ADMM, AGD, PGD
 from pnp.schemes.base import gradient_lipschitz
@@ -224,3 +225,19 @@ def test_l1_prox_matches_its_optimality_condition(build):
     assert float(v.abs().max()) <= gamma * (1 + 1e-12)
     off = residual.abs() > 1e-6
     torch.testing.assert_close(v[off], gamma * residual[off].sign(), atol=1e-6, rtol=0)
+
+
+def test_iterations_to_tol_counts_from_where_c_k_stays_below():
+    c = torch.tensor([[1.0, 1.0], [0.5, 1e-6], [1e-6, 1e-6], [1e-3, 1e-6], [1e-6, 1e-6], [1e-7, 1.0]])
+    assert iterations_to_tol(c, 1e-5).tolist() == [5, 0]  # a dip below tol that does not last is not convergence
+
+
+def test_cli_metrics_and_benchmark_rows_share_one_summary():
+    problem = deblur(small_image(16, batch=2), seed=0)
+    result = PGD().run(
+        problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, monitor=monitor(300, 1e-5)
+    )
+    m, s = metrics(problem, result), RunSummary.of(problem, result)
+    assert m["converged"] == all(s.converged) == result.converged
+    assert m["converged_per_image"] == s.converged and m["iterations_to_tol"] == s.iterations_to_tol
+    assert m["psnr_per_image"] == s.psnr and m["ssim"] == pytest.approx(sum(s.ssim) / 2)
