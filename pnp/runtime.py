@@ -29,3 +29,13 @@ def resolve_dtype(name: str) -> torch.dtype:
 def generator(seed: int, device: torch.device) -> torch.Generator:
     """A seeded generator on ``device`` (deepinv's noise models need one on the data's device)."""
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch's generators and, on a GPU, ask for deterministic kernels (cuDNN without autotuning, deterministic
+    algorithms where torch has them, warning where it does not): the same seed gives the same numbers."""
+    torch.manual_seed(int(seed))
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from pnp.cli import EXIT_DIVERGED, entry, user_errors
 from pnp.config import apply_tuned, build_denoiser, build_problem, denoiser_sigma, guarantee_of, label
 from pnp.outputs import write_run
-from pnp.runtime import resolve_device, resolve_dtype
+from pnp.runtime import resolve_device, resolve_dtype, seed_everything
 
 
 def solve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything from ``cfg``, run the scheme and write the outputs into ``run_dir``."""
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, device)
     problem = build_problem(cfg, device, dtype)
     denoiser = build_denoiser(cfg, device, dtype)
     scheme, fidelity, monitor = instantiate(cfg.scheme), instantiate(cfg.fidelity), instantiate(cfg.monitor)

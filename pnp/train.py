@@ -23,7 +23,7 @@ from pnp.cli import entry, user_errors
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
-from pnp.runtime import resolve_device
+from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
 
 LIPSCHITZ_CROP = 64  # side of the crops where the manifest's Lipschitz values are measured
@@ -70,7 +70,7 @@ def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, histor
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``."""
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, device)
     name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:

@@ -29,7 +29,7 @@ from pnp.config import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tune
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
 from pnp.problems import Problem
-from pnp.runtime import resolve_device
+from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
 
 PARAMS = ("denoiser.sigma", "denoiser.theta")
@@ -127,7 +127,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",
     )
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed, device)
     problem = validation_problem(cfg, device)
     log: list[dict[str, Any]] = []
     best = search(cfg, problem, log)

@@ -18,6 +18,7 @@ from pnp.losses import hinge_log_capped
 from pnp.monitor import ConvergenceMonitor
 from pnp.outputs import RunSummary, iterations_to_tol, metrics
 from pnp.problems import cs, deblur
+from pnp.runtime import seed_everything
 from pnp.schemes import ADMM, AGD, PGD
 from pnp.schemes.base import gradient_lipschitz
 
@@ -241,3 +242,16 @@ def test_cli_metrics_and_benchmark_rows_share_one_summary():
     assert m["converged"] == all(s.converged) == result.converged
     assert m["converged_per_image"] == s.converged and m["iterations_to_tol"] == s.iterations_to_tol
     assert m["psnr_per_image"] == s.psnr and m["ssim"] == pytest.approx(sum(s.ssim) / 2)
+
+
+def test_seeding_asks_for_deterministic_kernels_on_a_gpu(monkeypatch):
+    flags = {}
+    record = lambda on, warn_only: flags.update(on=on, warn=warn_only)  # noqa: E731
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", record)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    seed_everything(3, torch.device("cpu"))
+    assert flags == {} and torch.initial_seed() == 3  # nothing to change on the CPU
+    seed_everything(3, torch.device("cuda"))
+    assert flags == {"on": True, "warn": True}
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
