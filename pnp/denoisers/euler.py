@@ -49,7 +49,6 @@ class EulerLayer(nn.Module):
         self.conditional = conditional
         self.margin = margin
         self.register_buffer("v", unit(torch.randn(1, width, NORM_PROBE, NORM_PROBE)))
-        self.register_buffer("norm", torch.ones(()))
         self._bound: torch.Tensor | None = None  # eval mode: the certified bound of the weights of ``_bound_key``
         self._bound_key: tuple = ()
 
@@ -57,9 +56,7 @@ class EulerLayer(nn.Module):
         """Converge the persistent power iteration; returns ‖W‖ = ‖W v‖ (differentiable in W)."""
         with torch.no_grad():
             _, self.v = conv_spectral_norm(self.weight, v=self.v, n_iter=POWER_MAX_ITER, tol=POWER_TOL)
-        norm = torch.linalg.vector_norm(F.conv2d(self.v, self.weight, padding=1))
-        self.norm = norm.detach()
-        return norm
+        return torch.linalg.vector_norm(F.conv2d(self.v, self.weight, padding=1))
 
     def certified_norm(self) -> torch.Tensor:
         """B ≥ ‖W‖ for every image size (:func:`conv_norm_bound`); in eval mode cached until the weights change (a
