@@ -110,7 +110,8 @@ class FirmlyNonexpansive(Denoising):
         sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, at) - v, x, self.power_iters)
         penalty = hinge_log_capped(sq, 1 - self.eps, self.clip).mean()
         loss = fidelity + self.lam * penalty
-        return loss, {"loss": float(loss), "fidelity": float(fidelity), "jac_sq": float(sq.detach().max())}
+        logs = {"loss": float(loss.detach()), "fidelity": float(fidelity.detach()), "jac_sq": float(sq.detach().max())}
+        return loss, logs
 
 
 class ProximalMatching:
