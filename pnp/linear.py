@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from deepinv.physics import LinearPhysics
 
+from pnp.tensors import batch_dot
+
 
 def has_closed_form_prox(physics: LinearPhysics) -> bool:
     """True when the physics overrides ``prox_l2`` (FFT blur, denoising, inpainting, …), False for the generic CG."""
@@ -26,9 +28,9 @@ def cg_tolerance(dtype: torch.dtype, tol: float | None = None) -> float:
     return floor if tol is None else max(tol, floor)
 
 
-def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """⟨a_b, b_b⟩ per batch element, shaped [B, 1, …] to broadcast against the images."""
-    return (a * b).reshape(a.shape[0], -1).sum(1).view(-1, *([1] * (a.dim() - 1)))
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`pnp.tensors.batch_dot` shaped [B, 1, …] to broadcast against the images."""
+    return batch_dot(a, b).view(-1, *([1] * (a.dim() - 1)))
 
 
 def l2_prox(
@@ -46,14 +48,14 @@ def l2_prox(
     rhs = z + kappa * aty
     x = init
     r = rhs - (x + kappa * physics.A_adjoint_A(x))
-    p, rs = r, batch_dot(r, r)
-    threshold = tol**2 * batch_dot(rhs, rhs)
+    p, rs = r, dot(r, r)
+    threshold = tol**2 * dot(rhs, rhs)
     tiny = torch.finfo(z.dtype).tiny
     for i in range(max_iter):
         ap = p + kappa * physics.A_adjoint_A(p)
-        alpha = rs / batch_dot(p, ap).clamp_min(tiny)
+        alpha = rs / dot(p, ap).clamp_min(tiny)
         x, r = x + alpha * p, r - alpha * ap
-        rs_new = batch_dot(r, r)
+        rs_new = dot(r, r)
         if (i + 1) % check_every == 0 and bool((rs_new <= threshold).all()):
             break
         p, rs = r + (rs_new / rs.clamp_min(tiny)) * p, rs_new
@@ -80,7 +82,7 @@ def l1_prox(
     v = dual
     for i in range(max_iter):
         v_next = (v + tau * (physics.A(z - physics.A_adjoint(v)) - y)).clamp(-gamma, gamma)
-        moved, v = batch_dot(v_next - v, v_next - v), v_next
-        if (i + 1) % check_every == 0 and bool((moved <= tol**2 * batch_dot(v, v)).all()):
+        moved, v = dot(v_next - v, v_next - v), v_next
+        if (i + 1) % check_every == 0 and bool((moved <= tol**2 * dot(v, v)).all()):
             break
     return z - physics.A_adjoint(v), v

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pnp.tensors import batch_norm, unit
+from pnp.tensors import batch_dot, batch_norm, unit
 
 
 def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
@@ -41,10 +41,6 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
 def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch.Tensor:
     """Per sample, max over unit probes u, v of |⟨u, (J − Jᵀ) v⟩| / (‖J v‖ + ‖Jᵀ v‖): 0 for a symmetric J."""
     with torch.enable_grad():
@@ -54,7 +50,7 @@ def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch
             u = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
             v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
             a, b = jv(v), jtw(v)
-            worst = torch.maximum(worst, (inner(u, a) - inner(u, b)).abs() / (batch_norm(a) + batch_norm(b)))
+            worst = torch.maximum(worst, (batch_dot(u, a) - batch_dot(u, b)).abs() / (batch_norm(a) + batch_norm(b)))
     return worst.detach()
 
 
@@ -66,7 +62,7 @@ def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g:
         s = shift.view(-1, *([1] * (x.dim() - 1)))
         for _ in range(n_iter):
             w = s * v - 0.5 * (jv(v) + jtw(v))
-            top = inner(v, w)
+            top = batch_dot(v, w)
             v = unit(w.detach())
     return (shift - top).detach()
 

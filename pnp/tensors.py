@@ -16,6 +16,11 @@ def batch_psnr(x: torch.Tensor, ref: torch.Tensor, max_pixel: float = 1.0) -> to
     return 10.0 * torch.log10(max_pixel**2 / mse)
 
 
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a_b, b_b⟩ of each batch element: [B, ...] × [B, ...] → [B] (non-contiguous inputs allowed)."""
+    return (a * b).reshape(a.shape[0], -1).sum(1)
+
+
 def unit(v: torch.Tensor) -> torch.Tensor:
     """Each batch element scaled to unit norm."""
     return v / batch_norm(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
