@@ -1,18 +1,34 @@
-"""What the entry points share at the command line: one ``error:`` line and exit status 2 for a user's mistake."""
+"""What the entry points share at the command line: one ``error:`` line and exit status 2 for a user's mistake.
+
+Hydra reports a composition mistake (an unknown option of a group, an unknown key, a group of another entry point,
+a missing ``+``) in several lines with exit status 1, after it has made the run's output folder. :func:`entry`
+composes the command line's overrides first (each value of a ``-m`` sweep once) and turns the first failure into one
+line that names the bad key or value, the valid choices and the closest one; no output folder is made.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from hydra.errors import InstantiationException
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
 
 from pnp.config import CONFIGS
 from pnp.errors import ConfigError
 
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
+# flags after which Hydra does something else than run the job (help, info, printing the config, another config)
+OTHER_MODES = re.compile(
+    r"^-(h|-help|-hydra-help|i|-info|c|-cfg|p|-package|-resolve|sc|-shell-completion|cp|"
+    r"-config-path|cn|-config-name|cd|-config-dir|-version|-experimental-rerun)(=.*)?$"
+)
 
 
 @contextlib.contextmanager
@@ -27,20 +43,157 @@ def user_errors() -> Iterator[None]:
         sys.exit(EXIT_USER_ERROR)
 
 
-def null_group_override(argv: list[str]) -> str | None:
-    """``group=null`` for a config group: Hydra fails on it with a traceback before any job code runs; the way to
-    drop a group is ``~group``."""
-    for arg in argv:
+def closest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest choice, or nothing."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def groups_of(cfg: DictConfig) -> list[str]:
+    """The config groups an entry point composes (its defaults list, Hydra's own left out)."""
+    return sorted(g for g in cfg.hydra.runtime.choices if not g.startswith("hydra"))
+
+
+class Composer:
+    """Composes ``config_name`` with overrides; ``added`` are groups that enter with ``+`` (``+problem=``)."""
+
+    def __init__(self, config_name: str, added: tuple[str, ...]) -> None:
+        self.config_name, self.added = config_name, added
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            return compose(self.config_name, overrides=overrides, return_hydra_config=True)
+
+    def groups(self) -> list[str]:
+        return sorted({*groups_of(self([])), *self.added})
+
+    def explain(self, err: HydraException, override: str, others: list[str]) -> str:
+        """One line for a composition failure caused by ``override`` (composed after ``others``)."""
+        key, _, value = override.lstrip("+~").partition("=")
+        if isinstance(err, MissingConfigException):
+            found = re.search(r"Could not find '([^']+)/([^']+)'", str(err))
+            group, value = found.groups() if found else (key, value)
+            options = group_options(group)
+            listed = ", ".join(options)
+            return f"{override}: {group} has no option `{value}`{closest(value, options)}; options: {listed}"
+        groups = self.groups()
+        entry_point = f"pnp.{self.config_name}"
+        if "No match in the defaults list" in str(err):
+            if key in self.added:
+                return f"{override}: {key} has no default, add it with a `+`: +{key}={value}"
+            return (
+                f"{override}: {entry_point} has no config group `{key}`{closest(key, groups)}; "
+                f"its groups: {', '.join(groups)}"
+            )
+        if isinstance(err.__cause__, Exception) and "Could not override" in str(err):
+            parent, _, leaf = key.rpartition(".")
+            try:
+                base = self(others)
+            except HydraException:
+                base = self([])
+            node = OmegaConf.select(base, parent) if parent else base
+            if isinstance(node, DictConfig):
+                names = [str(k) for k in node if str(k) != "hydra"]
+                full = [f"{parent}.{n}" if parent else n for n in names]
+                where = f"{parent} has" if parent else f"{entry_point} has"
+                extra = groups if not parent else []
+                hint = closest(key, [*full, *extra])
+                return f"{override}: unknown key `{key}`{hint}; {where}: {', '.join(names)} (a new key needs +{key}=…)"
+            return f"{override}: `{parent}` is not a section, so it has no key `{leaf}`"
+        return f"{override}: {str(err).strip().splitlines()[0]}"
+
+
+def variants(parsed: list[Override]) -> Iterator[list[str]]:
+    """The override lists to compose: each sweep value once, the other overrides at their first value."""
+    values = []
+    for o in parsed:
+        prefix = o.get_key_element()
+        if o.is_sweep_override():
+            try:
+                values.append([f"{prefix}={v}" for v in o.sweep_string_iterator()])
+            except Exception:  # an interval or a glob: left to the sweeper
+                values.append([])
+        else:
+            values.append([o.input_line])
+    first = [v[0] for v in values if v]
+    yield first
+    for i, vs in enumerate(values):
+        for v in vs[1:]:
+            head = [w[0] for w in values[:i] if w]
+            tail = [w[0] for w in values[i + 1 :] if w]
+            yield [*head, v, *tail]
+
+
+def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] = ()) -> str | None:
+    """The first composition mistake of the command line as one line, or None (also when a flag asks Hydra for
+    something other than a run, e.g. ``--help``, which Hydra then handles itself)."""
+    if any(OTHER_MODES.match(a) for a in argv):
+        return None
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    for arg in overrides:
         match = re.fullmatch(r"\+?([A-Za-z_]\w*)=(null|None)", arg)
         if match and (CONFIGS / match.group(1)).is_dir():
             return f"{arg}: to run without the {match.group(1)} group write ~{match.group(1)}"
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}"
+    composer = Composer(config_name, added)
+    groups = composer.groups()
+    for o in parsed:  # `+group=option` of another entry point composes (our groups are global packages): refuse it
+        if o.is_add() and (CONFIGS / o.key_or_group).is_dir() and o.key_or_group not in groups:
+            listed = ", ".join(groups)
+            return f"{o.input_line}: pnp.{config_name} has no config group `{o.key_or_group}`; its groups: {listed}"
+    for variant in variants(parsed):
+        try:
+            composer(variant)
+        except HydraException:
+            return composer.explain(*culprit(composer, variant))
     return None
 
 
-def entry(main: Callable[[], None]) -> None:
-    """Run a Hydra ``main`` after the checks Hydra cannot report as one line."""
+def culprit(composer: Composer, overrides: list[str]) -> tuple[HydraException, str, list[str]]:
+    """The first override whose addition makes the composition fail, its error and the overrides before it."""
+    for i in range(len(overrides)):
+        try:
+            composer(overrides[: i + 1])
+        except HydraException as err:
+            return err, overrides[i], overrides[:i]
+    raise AssertionError("the composition failed with every override and succeeds with each prefix")
+
+
+def help_text(composer: Composer, summary: str) -> str:
+    """``--help``: this entry point's groups (options, default) and main keys, one line each."""
+    cfg = composer([])
+    choices = cfg.hydra.runtime.choices
+    lines = [summary, "", "groups (group=option; -m and comma-separated options sweep):"]
+    for group in composer.groups():
+        required = group in composer.added
+        default = f" (required: +{group}=…)" if required else f" (default {choices[group] or 'none'})"
+        lines.append(f"  {group:<12} {', '.join(group_options(group))}{default}")
+    lines.append("keys (key=value):")
+    for key, value in OmegaConf.to_container(cfg, resolve=False).items():
+        if key != "hydra":
+            section = isinstance(value, dict)
+            shown = ", ".join(map(str, value)) if section else str(value)
+            lines.append(f"  {key + ('.' if section else ''):<12} {shown}"[:118])
+    lines.append("Hydra's own flags: --hydra-help; the whole config: --cfg job")
+    return "\n".join(lines)
+
+
+def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = ()) -> None:
+    """Run a Hydra ``main`` after composing its command line here, so that a mistake is one line (exit 2);
+    ``--help`` prints :func:`help_text` (the first line of the entry point's docstring, its groups and keys)."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        doc = (sys.modules[main.__module__].__doc__ or "").strip().splitlines()
+        print(help_text(Composer(config_name, added), doc[0] if doc else f"pnp.{config_name}"))
+        return
     with user_errors():
-        problem = null_group_override(sys.argv[1:])
+        problem = check_composition(sys.argv[1:], config_name, added)
         if problem:
             raise ConfigError(problem)
     main()

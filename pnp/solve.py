@@ -88,4 +88,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    entry(main)
+    entry(main, "solve", added=("problem",))

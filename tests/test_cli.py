@@ -229,3 +229,63 @@ def test_divergence_is_reported_with_its_own_exit_status(tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["diverged"] and not m["converged"] and m["iterations"] < 200
     assert np.isfinite(m["psnr"])
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["+problem=deblurr"], ["problem has no option `deblurr`", "did you mean `deblur`?", "deblur_motion"]),
+        (["+problem=deblur", "denoiser=eulr"], ["did you mean `euler`?", "options: bm3d"]),
+        (["+problem=deblur", "image.sise=64"], ["unknown key `image.sise`", "did you mean `image.size`?"]),
+        (["+problem=deblur", "denoisr=tv"], ["unknown key `denoisr`", "did you mean `denoiser`?"]),
+        (["+problem=deblur", "recipe=euler_cpu"], ["pnp.solve has no config group `recipe`", "its groups:"]),
+        (["+problem=deblur", "+recipe=euler_cpu"], ["pnp.solve has no config group `recipe`"]),
+        (["problem=deblur"], ["add it with a `+`: +problem=deblur"]),
+        (["-m", "+problem=deblur", "denoiser=tv,eulr"], ["denoiser=eulr", "did you mean `euler`?"]),
+        (["+problem=deblur", "monitor.max_iter=[1"], ["cannot parse the overrides"]),
+    ],
+)
+def test_config_mistakes_are_one_line_with_the_closest_choice(args, fragments, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = solve(*args, *FAST, run_dir=run_dir)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+    assert not run_dir.exists() and not (ROOT / "multirun").exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "fragment"),
+    [
+        ("pnp.train", ["denoiser=eulr"], "did you mean `euler`?"),
+        ("pnp.train", ["stepz=3"], "did you mean `steps`?"),
+        ("pnp.train", ["+problem=deblur"], "pnp.train has no config group `problem`"),
+        ("pnp.certify", ["denoiser=fne_dncn"], "did you mean `fne_dncnn`?"),
+        ("pnp.tune", ["+problem=deblur", "tune.parm=denoiser.theta"], "did you mean `tune.param`?"),
+    ],
+)
+def test_every_entry_point_reports_config_mistakes_in_one_line(module, args, fragment, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "own", "foreign"), [("pnp.solve", "problem", "recipe"), ("pnp.train", "recipe", "problem")]
+)
+def test_help_lists_only_the_entry_points_groups(module, own, foreign):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    groups = [
+        line.split()[0] for line in proc.stdout.split("keys (key=value):")[0].splitlines() if line.startswith("  ")
+    ]
+    assert own in groups and foreign not in groups and "tuned" not in groups, proc.stdout

@@ -198,3 +198,18 @@ def test_gradient_step_training_lowers_the_loss():
         model.clamp_weights()
     assert float(loss) < 0.8 * first
     assert (model.plus.slopes >= 0).all() and (model.plus.slopes <= 1).all()
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.6])
+def test_spline_slopes_on_their_bounds_receive_gradients(kappa):
+    """The splines start with slopes exactly 0 or 1 and the projection puts them back there: the loss must still
+    move them (a forward ``clamp`` passes no gradient on a bound, which froze the potentials of earlier weights)."""
+    torch.manual_seed(0)
+    model = RidgeRegularizer(conv_channels=(4, 8), kernel_size=3, knots=11, weak_convexity=kappa).train()
+    clean = small_image(24, batch=2)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    loss, _ = GradientStepDenoising(steps=3)(model, clean, noisy, 0, 1, torch.full((2,), 0.1))
+    loss.backward()
+    splines = [model.plus] if model.minus is None else [model.plus, model.minus]
+    assert all(set(torch.unique(s.slopes.detach()).tolist()) <= {0.0, 1.0} for s in splines)
+    assert all(float(s.slopes.grad.abs().sum()) > 0 for s in splines)

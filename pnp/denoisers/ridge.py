@@ -8,8 +8,9 @@
   collapsed kernel it equals and divided by a certified bound on its norm (:func:`pnp.lipschitz.conv_norm_bound`):
   ‖W‖ ≤ 1 on every image size, by construction.
 * ψ'_c is an odd linear spline on ``knots`` uniform knots in [−r, r], extended linearly outside. Its slopes are
-  s⁺ − ρ(σ)·s⁻ with s⁺, s⁻ ∈ [0, 1] (kept there by :meth:`clamp_weights` and clamped again in every forward), so
-  ψ_c'' ≤ 1 always and ψ_c'' ≥ 0 for the convex model (``weak_convexity = 0``: no s⁻).
+  s⁺ − ρ(σ)·s⁻ with s⁺, s⁻ ∈ [0, 1] (kept there by :meth:`clamp_weights` and projected again in every forward,
+  gradients passing: :func:`projected`), so ψ_c'' ≤ 1 always and ψ_c'' ≥ 0 for the convex model
+  (``weak_convexity = 0``: no s⁻).
 * Strength: R_σ(x) = (λ(σ)/μ(σ)) R(μ(σ) x) with log λ and log μ affine in log σ (learned), so ∇²R_σ = λμ Wᵀψ''W and
   Lip(∇R_σ) ≤ λ(σ)μ(σ). For the weakly convex model ρ(σ) = κ/(λ(σ)μ(σ)) with κ = ``weak_convexity`` < 1, which
   makes R_σ κ-weakly convex: ½‖u − x‖² + R_σ(u) stays (1 − κ)-strongly convex for every σ.
@@ -50,6 +51,14 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(rows, 2, index.flatten(2)).view_as(index)
 
 
+def projected(p: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``p`` clamped to [low, high] in value, with the identity's gradient: the step of projected gradient descent
+    (:meth:`RidgeRegularizer.clamp_weights` projects the parameter itself). ``Tensor.clamp`` would pass no gradient
+    to a parameter that sits exactly on a bound, and the splines start and are projected onto their bounds, so
+    their slopes would never move."""
+    return p + (p.clamp(low, high) - p).detach()
+
+
 class OddSpline(nn.Module):
     """Per-channel odd linear spline ψ' with slopes in [0, 1] on uniform knots in [−r, r], and its integral ψ."""
 
@@ -66,7 +75,7 @@ class OddSpline(nn.Module):
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(slopes s_j [C, K−1], ψ'(t_j) [C, K], ψ(t_j) [C, K]) with ψ'(0) = ψ(0) = 0, symmetric slopes."""
-        s = self.slopes.clamp(0.0, 1.0)
+        s = projected(self.slopes, 0.0, 1.0)
         s = 0.5 * (s + s.flip(-1))
         mid = (self.knots - 1) // 2
         zero = s.new_zeros(s.shape[0], 1)
