@@ -185,6 +185,19 @@ def help_text(composer: Composer, summary: str) -> str:
     return "\n".join(lines)
 
 
+#: (overrides, message) of the runs of this process's sweep that diverged (Hydra's basic launcher runs them here)
+SWEEP_FAILURES: list[tuple[str, str]] = []
+
+
+def failed_in_sweep(overrides: str, message: str) -> None:
+    SWEEP_FAILURES.append((overrides, message))
+
+
+def sweep_report() -> str:
+    rows = [f"  {o}: {m.split(';')[0]}" for o, m in SWEEP_FAILURES]
+    return "\n".join([f"error: {len(rows)} run(s) of the sweep diverged:", *rows])
+
+
 def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = ()) -> None:
     """Run a Hydra ``main`` after composing its command line here, so that a mistake is one line (exit 2);
     ``--help`` prints :func:`help_text` (the first line of the entry point's docstring, its groups and keys)."""
@@ -197,3 +210,6 @@ def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = (
         if problem:
             raise ConfigError(problem)
     main()
+    if SWEEP_FAILURES:
+        print(sweep_report(), file=sys.stderr)
+        sys.exit(EXIT_DIVERGED)

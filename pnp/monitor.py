@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ class History:
 
     residual: torch.Tensor  # [n, B] ‖x_k − x_{k−1}‖
     rel_residual: torch.Tensor  # [n, B] c_k = ‖x_k − x_{k−1}‖ / max(‖x_0‖, ‖x_1‖)
-    psnr: torch.Tensor | None  # [n, B] PSNR(x_k, x_true)
+    psnr: torch.Tensor | None  # [n, B] PSNR(clip(x_k, 0, 1), x_true): the data range of every image here
     fidelity: torch.Tensor | None  # [n, B] f(x_k)
     time_s: torch.Tensor  # [n] seconds since the start of the loop
     converged: bool
@@ -40,10 +40,17 @@ class History:
     objective: torch.Tensor | None = None  # [n, B] F(x_k) = f(x_k) + g(x_k) when the prior is explicit
     stagnated: bool = False
     tol: float = 0.0  # the monitor's tolerance on c_k
+    returned: list[int] = field(default_factory=list)  # per element, k of the returned x_k (n unless it diverged)
 
     @property
     def iterations(self) -> int:
         return self.residual.shape[0]
+
+    def of_result(self, values: torch.Tensor) -> torch.Tensor:
+        """[B] ``values`` ([n, B]) at each element's returned iterate (NaN for x_0, which has no row)."""
+        rows = torch.tensor(self.returned) - 1
+        picked = values[rows.clamp_min(0), torch.arange(values.shape[1])]
+        return torch.where(rows >= 0, picked, torch.full_like(picked, math.nan))
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per iteration, batch-averaged (the CSV layout)."""
@@ -79,7 +86,8 @@ class ConvergenceMonitor:
     residual, and stagnation when a run of at least ``MIN_STAGNATION_ITERS`` iterations ends with c_k, over its
     last quarter, never below ``stagnation`` times its first value (an iteration that is not contracting: e.g. PGD
     on a non-smooth fidelity). A diverged element's result is its iterate at the last check point before the
-    blow-up (:meth:`good_iterate`): references kept at check points, no per-iteration copy.
+    blow-up (:meth:`good_iterate`), the one before the first residual that blew up: the monitor keeps references
+    to the iterates since the last check point (schemes make a new tensor per iterate), no copies.
     """
 
     def __init__(
@@ -114,8 +122,10 @@ class ConvergenceMonitor:
         self._objective: torch.Tensor | None = None  # allocated by the first objective value recorded
         self._scale = batch_norm(x0).to(opts["dtype"])
         self._x_true = x_true
-        self._good = self._latest = x0  # references: iterates are new tensors, never modified in place
-        self._bad: torch.Tensor | None = None  # [B] elements that blew up, at the check that saw it
+        self._recent = [x0]  # references to x_start … x_k since the last check point (start = its iteration)
+        self._latest = x0
+        self._good: torch.Tensor | None = None  # diverged elements' last iterate before the blow-up
+        self._returned: list[int] | None = None
         self._cuda = x0.device.type == "cuda"
         self._times = torch.zeros(n, dtype=torch.float64)
         self._events: list = []
@@ -137,8 +147,9 @@ class ConvergenceMonitor:
                 torch.finfo(self._scale.dtype).tiny
             )
         if self._psnr is not None:
-            self._psnr[k] = batch_psnr(x, self._x_true)
+            self._psnr[k] = batch_psnr(x.clamp(0, 1), self._x_true)  # as metrics.json and the figure: clipped
         self._latest = x
+        self._recent.append(x)
         if self._cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -167,17 +178,18 @@ class ConvergenceMonitor:
         blowup = ~torch.isfinite(window) | (window > self.divergence_factor * reference)
         flags = torch.stack([blowup.any().to(rel), (rel < self.tol).all().to(rel), rel.max()]).tolist()  # one sync
         diverged, converged, worst = bool(flags[0]), bool(flags[1]), flags[2]
-        if not diverged:
-            self._good = self._latest
+        if diverged:
+            self.keep_last_good(start, k, blowup)
+        self._recent = [self._latest]
         self._bar.update(k + 1 - start)
         self._bar.set_postfix_str(f"c_k={worst:.2e}", refresh=False)
         if diverged:
             first = start + int(blowup.any(dim=1).nonzero()[0, 0])
-            self.diverged, self._bad = True, blowup.any(dim=0)
+            self.diverged = True
             self._stop_message = (
                 f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
-                f"{self.divergence_factor:g}× its first value; returning iterate {start} (the last checked "
-                "before it) for the elements that blew up"
+                f"{self.divergence_factor:g}× its first value; returning iterate {first} (the last before it)"
+                + ("" if blowup.shape[1] == 1 else " for each element that blew up, its own last one before")
             )
         elif converged:
             self.converged = True
@@ -201,12 +213,19 @@ class ConvergenceMonitor:
         tail = self._residual[(3 * (k + 1)) // 4 : k + 1].amin(dim=0)
         return bool(((tail >= self.stagnation * first) & (first > 0)).any())
 
+    def keep_last_good(self, start: int, k: int, blowup: torch.Tensor) -> None:
+        """For each element whose residual blew up in rows ``start`` … ``k`` (``blowup`` [rows, B]), its iterate
+        just before the first bad row r: x_r, from the references since the last check."""
+        bad = blowup.any(dim=0).tolist()
+        first = blowup.to(torch.int8).argmax(dim=0).tolist()  # first True row per element
+        last = [start + f if b else k + 1 for b, f in zip(bad, first, strict=True)]
+        self._good = torch.stack([self._recent[i - start][j] for j, i in enumerate(last)])
+        self._returned = last
+
     def good_iterate(self) -> torch.Tensor:
-        """The result: the last iterate, except for elements that diverged, which get their iterate at the last
-        check point before the blow-up."""
-        if self._bad is None:
-            return self._latest
-        return torch.where(self._bad.view(-1, *([1] * (self._latest.dim() - 1))), self._good, self._latest)
+        """The result: the last iterate, except for elements that diverged, which get their last iterate before the
+        blow-up."""
+        return self._latest if self._good is None else self._good
 
     def finish(self, k: int) -> History:
         """Close the run after row ``k`` and return the statistics on the CPU."""
@@ -230,4 +249,5 @@ class ConvergenceMonitor:
             objective=None if self._objective is None else self._objective[:n].cpu(),
             stagnated=self.stalled,
             tol=self.tol,
+            returned=self._returned or [n] * residual.shape[1],
         )

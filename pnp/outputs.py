@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,15 +92,17 @@ def metrics(problem: Problem, result: Result) -> dict[str, Any]:
         "psnr": psnr(x, ref),
         "ssim": sum(s.ssim) / len(s.ssim),
         "psnr_per_image": s.psnr,
+        "psnr_of": "the result clipped to [0, 1] (as history.csv and the figure)",
         "iterations": h.iterations,
+        "returned_iteration": h.returned,
         "converged": all(s.converged) and not h.diverged,
         "converged_per_image": s.converged,
         "iterations_to_tol": s.iterations_to_tol,
         "diverged": h.diverged,
         "stagnated": h.stagnated,
         "message": h.message,
-        "final_residual": float(h.residual[-1].double().mean()),
-        "final_rel_residual": float(h.rel_residual[-1].double().mean()),
+        "final_residual": float(h.of_result(h.residual).double().mean()),
+        "final_rel_residual": float(h.of_result(h.rel_residual).double().mean()),
         "stepsize": result.stepsize,
         "operator_norm": problem.norm,
         "guarantee": None if result.verdict is None else result.verdict.as_dict(),
@@ -122,6 +125,25 @@ def monotonicity(h: History) -> dict[str, Any]:
         out["objective_monotone"] = bool((up <= OBJECTIVE_SLACK).all())
         out["final_objective"] = float(h.objective[-1].double().mean())
     return out
+
+
+def json_safe(m: dict[str, Any]) -> dict[str, Any]:
+    """``m`` with every NaN/±Inf number replaced by null (JSON has no literal for them), and the keys where that
+    happened listed under ``"non_finite"``."""
+    found: list[str] = []
+
+    def clean(value: Any, key: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(key)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, key) for v in value]
+        return value
+
+    out = clean(m, "")
+    return {**out, "non_finite": sorted(set(found))} if found else out
 
 
 def write_history(path: Path, history: History) -> None:
@@ -158,7 +180,7 @@ def write_run(
     """Write metrics.json, history.csv and (with ``plots``) reconstruction.png and convergence.png."""
     run_dir.mkdir(parents=True, exist_ok=True)
     m = {**metrics(problem, result), **extra}
-    (run_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(m), indent=2, default=str, allow_nan=False))
     write_history(run_dir / "history.csv", result.history)
     if plots:
         write_figures(run_dir, problem, result, m, title)

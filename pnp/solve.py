@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pnp.cli import EXIT_DIVERGED, entry, user_errors
+from pnp.cli import EXIT_DIVERGED, entry, failed_in_sweep, user_errors
 from pnp.config import apply_tuned, build_denoiser, build_problem, denoiser_sigma, guarantee_of, label
 from pnp.outputs import write_run
 from pnp.runtime import resolve_device, resolve_dtype, seed_everything
@@ -59,8 +59,11 @@ def solve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def summary(m: dict[str, Any]) -> str:
     state = "converged" if m["converged"] else "not converged"
+    its = f"{m['iterations']} it"
     if m["diverged"]:
         state = "STAGNATED" if m.get("stagnated") else "DIVERGED"
+        if m["returned_iteration"] != [m["iterations"]] * len(m["returned_iteration"]):
+            its = f"{m['iterations']} it, result: iterate {'/'.join(map(str, m['returned_iteration']))}"
     init = f"{m['psnr_init']:.2f}"
     g = m.get("guarantee")
     covered = "guarantee: none" if not g or not g["covered"] else f"guarantee: {g['theorem']}"
@@ -68,7 +71,7 @@ def summary(m: dict[str, Any]) -> str:
     if "objective_monotone" in m:  # an explicit prior: say whether F(x_k) ever rose
         objective = ", F(x_k) never increased" if m["objective_monotone"] else ", F(x_k) INCREASED"
     return (
-        f"{m['label']}: PSNR {init} -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['iterations']} it, "
+        f"{m['label']}: PSNR {init} -> {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {its}, "
         f"{state} (c_k={m['final_rel_residual']:.2e}){objective}, {m['wall_time_s']:.1f} s on {m['device']}; "
         f"{covered}"
     )
@@ -83,8 +86,10 @@ def main(cfg: DictConfig) -> None:
     print(summary(m))
     if m["diverged"]:
         print(f"warning: the run {m['message']}", file=sys.stderr)
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if hc.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)
+        if cfg.sweep_fails_on_divergence:
+            failed_in_sweep(" ".join(hc.overrides.task), m["message"])
 
 
 if __name__ == "__main__":

@@ -231,6 +231,42 @@ def test_divergence_is_reported_with_its_own_exit_status(tmp_path):
     assert np.isfinite(m["psnr"])
 
 
+def test_a_diverged_run_reports_the_iterate_it_returns(tmp_path):
+    proc = solve(
+        "+problem=deblur", "scheme.stepsize=100", "denoiser=dncnn", *FAST[:1], "monitor.max_iter=20", run_dir=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    (k,) = m["returned_iteration"]
+    assert 0 < k < m["iterations"] and f"returning iterate {k} " in m["message"]
+    assert f"result: iterate {k}," in proc.stdout
+    with (tmp_path / "history.csv").open() as f:
+        row = list(csv.DictReader(f))[k - 1]
+    assert float(row["psnr"]) == pytest.approx(m["psnr"], abs=1e-4)
+    assert float(row["rel_residual"]) == pytest.approx(m["final_rel_residual"], rel=1e-6)
+
+
+@pytest.mark.parametrize("fail", [True, False])
+def test_a_sweep_with_a_diverged_run_fails_unless_told_not_to(fail, tmp_path):
+    args = [
+        "-m",
+        "+problem=deblur",
+        "scheme.stepsize=1,100",
+        "denoiser=dncnn",
+        *FAST[:1],
+        "monitor.max_iter=20",
+        "plots=false",
+        f"sweep_fails_on_divergence={fail}",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pnp.solve", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == (3 if fail else 0), proc.stderr
+    assert ("1 run(s) of the sweep diverged:\n  +problem=deblur scheme.stepsize=100" in proc.stderr) == fail
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

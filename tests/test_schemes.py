@@ -171,18 +171,19 @@ class NaNAfter(ShrinkDenoiser):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_nan_stops_the_run_and_keeps_the_iterate_checked_before_it(scheme):
+def test_nan_stops_the_run_and_keeps_the_last_iterate_before_it(scheme):
     problem = deblur(small_image(16), seed=0)
-    checked = SCHEMES[scheme]().run(
-        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(4, check_every=4)
+    before = SCHEMES[scheme]().run(
+        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(6, check_every=3)
     )
     result = SCHEMES[scheme]().run(
         problem.y, problem.physics, NaNAfter(7), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
     )
     assert result.diverged
     assert result.history.iterations == 8  # detected at the first check point after the NaN
-    assert "diverged at iteration 7" in result.history.message and "returning iterate 4" in result.history.message
-    torch.testing.assert_close(result.x, checked.x)  # iterate 4: the check point before the NaN, no per-step copy
+    assert "diverged at iteration 7" in result.history.message and "returning iterate 6" in result.history.message
+    assert result.history.returned == [6]
+    torch.testing.assert_close(result.x, before.x)  # iterate 6, between two check points: kept by reference
 
 
 def test_only_the_element_that_blew_up_falls_back():
@@ -197,9 +198,10 @@ def test_only_the_element_that_blew_up_falls_back():
             return torch.cat([out[:1], out[1:] * float("nan")]) if self.calls >= 7 else out
 
     ref = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(8))
+    ref6 = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(6))
     result = PGD().run(
         problem.y, problem.physics, NaNInSecond(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
     )
-    assert result.diverged
+    assert result.diverged and result.history.returned == [8, 6]
     torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element keeps its last iterate
-    assert torch.isfinite(result.x[1:]).all()
+    torch.testing.assert_close(result.x[1:], ref6.x[1:])  # the other its last one before the NaN
