@@ -21,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pnp.cli import entry, user_errors
+from pnp.cli import entry, log, user_errors
 from pnp.config import build_denoiser, denoiser_sigma
 from pnp.data import held_out, make_split
 from pnp.errors import check
@@ -156,11 +156,11 @@ def main(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         cert = certify(cfg, run_dir)
     (run_dir / "certificate.json").write_text(json.dumps(cert, indent=2))
-    print(table(cert))
-    print(f"certificate: {run_dir / 'certificate.json'}")
+    log.info(table(cert))
+    log.info(f"certificate: {run_dir / 'certificate.json'}")
     if not cert["passed"]:
         failed = "; ".join(c["check"] for c in cert["checks"] if not c["passed"])
-        print(f"error: certificate failed: {failed}", file=sys.stderr)
+        log.error(f"certificate failed: {failed}")
         sys.exit(1)
 
 

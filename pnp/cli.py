@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -31,15 +32,41 @@ OTHER_MODES = re.compile(
 )
 
 
+log = logging.getLogger("pnp")
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The console's format (``configs/hydra/job_logging/pnp.yaml``): a message as it is, a warning or an error
+    as ``warning: …`` / ``error: …``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+class BelowWarning(logging.Filter):
+    """stdout's filter: warnings and errors go to stderr only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def report_error(message: str) -> None:
+    """``error: message`` on stderr, and into the run's log once Hydra has set logging up."""
+    if logging.getLogger().handlers:
+        log.error(message)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn configuration mistakes into one ``error:`` line on stderr and exit status 2."""
+    """Turn configuration mistakes into one ``error:`` line on stderr (and the run's log) and exit status 2."""
     try:
         yield
     except (ConfigError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else err
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        print(f"error: {message}", file=sys.stderr)
+        report_error(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
         sys.exit(EXIT_USER_ERROR)
 
 
@@ -195,7 +222,7 @@ def failed_in_sweep(overrides: str, message: str) -> None:
 
 def sweep_report() -> str:
     rows = [f"  {o}: {m.split(';')[0]}" for o, m in SWEEP_FAILURES]
-    return "\n".join([f"error: {len(rows)} run(s) of the sweep diverged:", *rows])
+    return "\n".join([f"{len(rows)} run(s) of the sweep diverged:", *rows])
 
 
 def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = ()) -> None:
@@ -211,5 +238,5 @@ def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = (
             raise ConfigError(problem)
     main()
     if SWEEP_FAILURES:
-        print(sweep_report(), file=sys.stderr)
+        report_error(sweep_report())
         sys.exit(EXIT_DIVERGED)

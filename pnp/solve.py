@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pnp.cli import EXIT_DIVERGED, entry, failed_in_sweep, user_errors
+from pnp.cli import EXIT_DIVERGED, entry, failed_in_sweep, log, user_errors
 from pnp.config import apply_tuned, build_denoiser, build_problem, denoiser_sigma, guarantee_of, label
 from pnp.outputs import write_run
 from pnp.runtime import resolve_device, resolve_dtype, seed_everything
@@ -83,9 +83,9 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         apply_tuned(cfg, hc.overrides.task)
         m = solve(cfg, Path(hc.runtime.output_dir))
-    print(summary(m))
+    log.info(summary(m))
     if m["diverged"]:
-        print(f"warning: the run {m['message']}", file=sys.stderr)
+        log.warning(f"the run {m['message']}")
         if hc.mode != RunMode.MULTIRUN:
             sys.exit(EXIT_DIVERGED)
         if cfg.sweep_fails_on_divergence:

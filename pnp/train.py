@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from pnp import weights
-from pnp.cli import entry, user_errors
+from pnp.cli import entry, log, user_errors
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
@@ -154,7 +154,7 @@ def main(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         m = train(cfg, run_dir)
     lip = m["lipschitz"]
-    print(
+    log.info(
         f"{m['name']} ({m['recipe']}): val PSNR {m['val_psnr']:.2f} dB at sigma {m['val_sigma']:g}, "
         f"Lip(D) {lip['lip_D_max']:.3f}, Lip(2D-I) {lip['lip_2D_minus_I_max']:.3f}, {m['wall_time_s']:.0f} s; "
         f"weights {run_dir / (m['name'] + '.pt')}"

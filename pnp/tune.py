@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pnp.cli import entry, user_errors
+from pnp.cli import entry, log, user_errors
 from pnp.config import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
@@ -92,7 +92,7 @@ def search(cfg: DictConfig, problem: Problem, log: list[dict[str, Any]]) -> dict
             if not any(math.isclose(value, e["value"], rel_tol=1e-9) for e in log):
                 entry = evaluate(cfg, problem, value)
                 log.append(entry)
-                print(f"  round {round_ + 1}: {t.param}={value:.5g} -> {entry['psnr']:.3f} dB", flush=True)
+                log.info(f"  round {round_ + 1}: {t.param}={value:.5g} -> {entry['psnr']:.3f} dB")
         best = max(log, key=lambda e: e["psnr"])
         upper = 1.0 if t.param == "denoiser.theta" else math.inf
         ratio = math.sqrt(ratio)
@@ -150,7 +150,7 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         record = tune(cfg, Path(HydraConfig.get().runtime.output_dir))
     best = record["best"]
-    print(
+    log.info(
         f"{cfg.denoiser.name}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
         f"{', '.join(record['validation_images'])} ({best['iterations']} it)"
         + (f"; written to {tuned_file(cfg)}" if cfg.tune.ship else "")

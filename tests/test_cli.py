@@ -325,3 +325,19 @@ def test_help_lists_only_the_entry_points_groups(module, own, foreign):
         line.split()[0] for line in proc.stdout.split("keys (key=value):")[0].splitlines() if line.startswith("  ")
     ]
     assert own in groups and foreign not in groups and "tuned" not in groups, proc.stdout
+
+
+def test_one_log_summary_on_stdout_warnings_on_stderr_and_both_in_the_run_log(tmp_path):
+    proc = solve("+problem=deblur", "scheme=pgd", "scheme.step_factor=2.5", "denoiser=tv", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("deblur · PGD · tv") and "warning" not in proc.stdout
+    assert "warning: step size γ=2.5 is not below 2/L" in proc.stderr
+    logged = (tmp_path / "solve.log").read_text()
+    assert summary in logged and "[WARNING] - step size γ=2.5" in logged
+
+
+def test_a_bad_value_is_logged_in_the_run_that_it_stopped(tmp_path):
+    proc = solve("+problem=deblur", "denoiser=tv", "denoiser.sigma=-1", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("error: ") == 1, proc.stderr
+    assert "[ERROR] - denoiser.sigma must be" in (tmp_path / "solve.log").read_text()
