@@ -17,7 +17,7 @@ from pnp.denoisers.relaxed import Relaxed
 from pnp.errors import check
 from pnp.guarantees import Guarantee, equivariant, relaxed
 from pnp.images import load_image
-from pnp.problems import Problem
+from pnp.problems import DEFAULT_KERNEL_SIZE, Problem
 from pnp.schemes import Scheme
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -130,12 +130,24 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
     return path
 
 
+def problem_label(cfg: DictConfig) -> str:
+    """The problem and, for deblurring, its kernel: ``deblur(gaussian σ=1.6)``, ``deblur(motion 31×31)``."""
+    p, name = cfg.problem, cfg.problem._target_.rsplit(".", 1)[-1]
+    if name != "deblur":
+        return name
+    if p.kernel == "gaussian":
+        return f"deblur(gaussian σ={p.blur_sigma:g})"
+    size = p.kernel_size or DEFAULT_KERNEL_SIZE.get(p.kernel)
+    return f"deblur({p.kernel} {size}×{size})"
+
+
 def label(cfg: DictConfig) -> str:
     """Short description of the run: problem, scheme, denoiser (and equivariance)."""
     eq = cfg.get("equivariant")
+    shown = strength(cfg)
     parts = [
-        cfg.problem._target_.rsplit(".", 1)[-1],
+        problem_label(cfg),
         cfg.scheme._target_.rsplit(".", 1)[-1],
-        f"{cfg.denoiser.name}({strength(cfg)})",
+        f"{cfg.denoiser.name}({shown})" if shown else cfg.denoiser.name,
     ]
     return " · ".join(parts + ([f"equivariant-{eq.mode}"] if eq else []))

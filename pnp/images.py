@@ -5,6 +5,7 @@ Nothing is downloaded: only the images stored inside the scikit-image wheel are 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ EMBEDDED = {
     "rocket": skimage.data.rocket,
     "text": skimage.data.text,
 }
+log = logging.getLogger("pnp")
 FITS = ("resize", "crop", "none")
 
 
@@ -60,14 +62,20 @@ def read_array(name: str | None = None, path: str | None = None) -> np.ndarray:
 
 
 def fit(image: np.ndarray, size: int | None, how: str) -> np.ndarray:
-    """Resize (anti-aliased) or centre-crop to ``size``×``size``; ``none`` keeps the image as it is."""
+    """To ``size``×``size``: ``resize`` scales the short side to ``size`` (anti-aliased, aspect ratio kept) and
+    centre-crops the long one, ``crop`` centre-crops; ``none`` keeps the image as it is."""
     check(how in FITS, f"image.fit must be one of {FITS}, got {how!r}")
     if size is None or how == "none":
         return image
     check(isinstance(size, int) and size >= 8, f"image.size must be an integer >= 8, got {size!r}")
-    if how == "resize":
-        return transform.resize(image, (size, size), anti_aliasing=True)
     h, w = image.shape[:2]
+    if how == "resize":
+        scale = size / min(h, w)
+        shape = (max(size, round(h * scale)), max(size, round(w * scale)))
+        image = transform.resize(image, shape, anti_aliasing=True)
+        if h != w:
+            log.info(f"image.fit=resize: {h}×{w} scaled to {shape[0]}×{shape[1]}, centre-cropped to {size}×{size}")
+        h, w = shape
     check(h >= size and w >= size, f"image of {h}×{w} pixels is smaller than the crop size {size}")
     top, left = (h - size) // 2, (w - size) // 2
     return image[top : top + size, left : left + size]

@@ -20,6 +20,7 @@ from pnp.errors import check, check_nonnegative, check_positive
 from pnp.runtime import generator
 
 KERNELS = ("gaussian", "motion", "uniform")
+DEFAULT_KERNEL_SIZE = {"motion": 31, "uniform": 9}  # kernel_size: null (a Gaussian's follows from its σ)
 PADDINGS = ("circular", "reflect", "replicate", "valid")
 NOISES = ("gaussian", "poisson")
 CS_OPERATORS = ("dense", "spc")
@@ -105,7 +106,7 @@ def blur_kernel(kind: str, size: int | None, blur_sigma: float, seed: int, devic
         s = check_positive("blur_sigma", blur_sigma)
         psf = None if size is None else (size, size)
         return dinv.physics.functional.gaussian_blur(psf_size=psf, sigma=(s, s), device=device, dtype=dtype)
-    size = size or (31 if kind == "motion" else 9)
+    size = size or DEFAULT_KERNEL_SIZE[kind]
     if kind == "uniform":
         return torch.full((1, 1, size, size), 1.0 / size**2, device=device, dtype=dtype)
     motion = dinv.physics.generator.MotionBlurGenerator(

@@ -93,7 +93,8 @@ def test_explicit_prior_runs_accelerated_gradient_with_a_monitored_objective(tmp
     proc = solve("+problem=deblur", "denoiser=crr", "strict=true", *FAST, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["config"]["scheme"]["_target_"] == "pnp.schemes.AGD" and "deblur · AGD · crr" in proc.stdout
+    assert m["config"]["scheme"]["_target_"] == "pnp.schemes.AGD"
+    assert "deblur(gaussian σ=1.6) · AGD · crr" in proc.stdout
     assert "F(x_k) never increased" in proc.stdout
     assert m["guarantee"]["covered"] and "Li-Lin" in m["guarantee"]["theorem"]
     assert m["objective_monotone"] and m["objective_largest_increase"][0] <= 0
@@ -103,7 +104,7 @@ def test_explicit_prior_runs_accelerated_gradient_with_a_monitored_objective(tmp
     assert (tmp_path / "convergence.png").stat().st_size > 0
     # the prox of the same prior in PnP-PGD (the command line wins over the config's scheme choice)
     proc = solve("+problem=deblur", "denoiser=crr", "scheme=pgd", *FAST, run_dir=tmp_path / "pgd")
-    assert proc.returncode == 0 and "deblur · PGD · crr" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "deblur(gaussian σ=1.6) · PGD · crr" in proc.stdout, proc.stderr
     assert_user_error(solve("+problem=deblur", "denoiser=euler", "scheme=agd", *FAST), "error:", "explicit prior")
 
 
@@ -331,7 +332,7 @@ def test_one_log_summary_on_stdout_warnings_on_stderr_and_both_in_the_run_log(tm
     proc = solve("+problem=deblur", "scheme=pgd", "scheme.step_factor=2.5", "denoiser=tv", *FAST, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
-    assert summary.startswith("deblur · PGD · tv") and "warning" not in proc.stdout
+    assert summary.startswith("deblur(gaussian σ=1.6) · PGD · tv") and "warning" not in proc.stdout
     assert "warning: step size γ=2.5 is not below 2/L" in proc.stderr
     logged = (tmp_path / "solve.log").read_text()
     assert summary in logged and "[WARNING] - step size γ=2.5" in logged

@@ -120,3 +120,18 @@ def test_dense_cs_refuses_large_images_and_spc_needs_powers_of_two():
 def test_ct_float64_is_a_clear_error():
     with pytest.raises(ConfigError, match="float32"):
         ct(small_image(16, dtype=torch.float64))
+
+
+def test_resize_keeps_the_aspect_ratio_and_says_so(caplog):
+    import logging
+
+    import numpy as np
+
+    from pnp.images import fit
+
+    image = np.tile(np.linspace(0, 1, 90), (60, 1))  # 60×90, a horizontal ramp
+    with caplog.at_level(logging.INFO, logger="pnp"):
+        out = fit(image, 30, "resize")
+    assert out.shape == (30, 30) and "60×90 scaled to 30×45, centre-cropped to 30×30" in caplog.text
+    # the middle two thirds of the ramp, not the whole ramp squashed (0 … 1)
+    assert 0.12 < out[:, 0].mean() < 0.2 and 0.8 < out[:, -1].mean() < 0.88
