@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
@@ -52,8 +53,8 @@ class BelowWarning(logging.Filter):
 
 
 def report_error(message: str) -> None:
-    """``error: message`` on stderr, and into the run's log once Hydra has set logging up."""
-    if logging.getLogger().handlers:
+    """``error: message`` on stderr, and into the run's log inside a Hydra job (whose logging prints it)."""
+    if HydraConfig.initialized():
         log.error(message)
     else:
         print(f"error: {message}", file=sys.stderr)
@@ -237,6 +238,6 @@ def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = (
         if problem:
             raise ConfigError(problem)
     main()
-    if SWEEP_FAILURES:
-        report_error(sweep_report())
+    if SWEEP_FAILURES:  # after the sweep: on stderr only (each run's own log has its warning)
+        print(f"error: {sweep_report()}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)

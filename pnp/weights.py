@@ -88,11 +88,21 @@ def load(weights: Path) -> Denoiser:
     return model.eval()
 
 
-def pretrained(name: str | None = None, path: str | None = None) -> Denoiser:
-    """A shipped denoiser by ``name`` (``pnp/weights/<name>.pt``), or weights of your own at ``path``."""
+def pretrained(
+    name: str | None = None,
+    path: str | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Denoiser:
+    """A shipped denoiser by ``name`` (``pnp/weights/<name>.pt``), or weights of your own at ``path``, in eval mode
+    on ``device`` in ``dtype`` (default: CPU, float32). The schemes refuse a denoiser whose weights are not in the
+    iterates' dtype and device."""
     check((name is None) != (path is None), "give exactly one of a shipped weights name or a weights path")
     if path is not None:
-        return load(Path(path).expanduser())
-    available = sorted(p.stem for p in SHIPPED.glob("*.json"))
-    check(name in available, f"no shipped weights named {name!r}; shipped: {', '.join(available) or 'none'}")
-    return load(SHIPPED / f"{name}.pt")
+        model = load(Path(path).expanduser())
+    else:
+        available = sorted(p.stem for p in SHIPPED.glob("*.json"))
+        check(name in available, f"no shipped weights named {name!r}; shipped: {', '.join(available) or 'none'}")
+        model = load(SHIPPED / f"{name}.pt")
+    return model.to(device=device, dtype=dtype)

@@ -234,3 +234,21 @@ def test_gray_network_denoises_colour_images_channel_by_channel(name):
         out = model(x, None)
         per_channel = torch.cat([model(x[:, c : c + 1], None) for c in range(3)], dim=1)
     torch.testing.assert_close(out, per_channel)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "fne_dncnn", "euler", "lpn", "crr", "wcrr"])
+def test_every_shipped_denoiser_is_differentiable_in_eval_mode(name):
+    """Through the input and the weights, as a block of a larger model (an inner solve: see its forward)."""
+    from pnp.weights import pretrained
+
+    model = pretrained(name).eval()
+    x = torch.rand(1, 1, 16, 16)
+    out = model(x, 0.05)
+    assert out.requires_grad, name
+    out.square().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), name
+    x.requires_grad_(True)
+    model(x, 0.05).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not model(x, 0.05).requires_grad

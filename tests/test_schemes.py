@@ -205,3 +205,17 @@ def test_only_the_element_that_blew_up_falls_back():
     assert result.diverged and result.history.returned == [8, 6]
     torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element keeps its last iterate
     torch.testing.assert_close(result.x[1:], ref6.x[1:])  # the other its last one before the NaN
+
+
+@pytest.mark.parametrize("name", ["dncnn", "fne_dncnn", "euler", "lpn", "crr"])
+def test_every_shipped_network_runs_in_float64_when_asked_and_is_refused_otherwise(name):
+    from pnp.weights import pretrained
+
+    problem = deblur(small_image(16).double(), seed=0)
+    args = (problem.y, problem.physics)
+    with pytest.raises(ConfigError, match="weights are torch.float32 .* iterates torch.float64"):
+        PGD().run(*args, pretrained(name), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2))
+    result = PGD().run(
+        *args, pretrained(name, dtype=torch.float64), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2)
+    )
+    assert result.x.dtype == torch.float64 and torch.isfinite(result.x).all()

@@ -69,14 +69,20 @@ class LPN(Denoiser):
 
     @channelwise
     def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """∇ψ_θ(y); works inside ``torch.inference_mode`` (the gradient is taken outside it)."""
-        create_graph = torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and self.training
+        """∇ψ_θ(y); works inside ``torch.inference_mode`` (the gradient is taken outside it). With gradients enabled
+        (in train or eval mode) the output is differentiable in ``y`` and the weights (double back-propagation);
+        under ``no_grad``/``inference_mode`` it is a plain tensor."""
+        create_graph = (
+            torch.is_grad_enabled()
+            and not torch.is_inference_mode_enabled()
+            and (y.requires_grad or any(p.requires_grad for p in self.parameters()))
+        )
         with torch.inference_mode(False), torch.enable_grad():
             y_ = y.clone() if y.is_inference() else y
             if not y_.requires_grad:
                 y_ = y_.detach().requires_grad_(True)
-            grad = torch.autograd.grad(self.psi(y_).sum(), y_, create_graph=create_graph or y.requires_grad)[0]
-        return grad if create_graph or y.requires_grad else grad.detach()
+            grad = torch.autograd.grad(self.psi(y_).sum(), y_, create_graph=create_graph)[0]
+        return grad if create_graph else grad.detach()
 
     def prior(self, x: torch.Tensor, max_iter: int = 200, tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
         """φ_θ(x) = ⟨y, x⟩ − ½‖x‖² − ψ(y) with y = D⁻¹(x), found by minimising the strongly convex ψ(y) − ⟨x, y⟩

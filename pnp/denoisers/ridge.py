@@ -238,14 +238,15 @@ class RidgeRegularizer(Denoiser):
     @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """prox_{R_σ}(x) by accelerated gradient on the (1 − κ)-strongly convex ½‖u − x‖² + R_σ(u), to the relative
-        tolerance ``tol``. With gradients enabled and an input that requires them, the solve is followed by
+        tolerance ``tol``. With gradients enabled (an input or weights that require them), the solve is followed by
         differentiable steps from the solution (no restarts), whose Jacobian converges to (I + ∇²R_σ)⁻¹: the
-        Jacobian of the prox, for Lipschitz certificates."""
+        Jacobian of the prox, for Lipschitz certificates, and a gradient in the weights (one-step-from-the-fixed-point
+        differentiation, not through the whole solve)."""
         scales = self.scales(sigma, x)
         with torch.no_grad():
             u = self.accelerated(x, self.start(x), *scales, steps=self.max_iter, tol=self.tol)
         self._warm = u
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             lam, mu, _ = scales
             cond = float(((1.0 + self.lipschitz(lam, mu)) / (1.0 - self.weak_convexity)).detach().max())
             steps = min(self.max_iter, math.ceil(math.sqrt(cond) * math.log(1e4)))

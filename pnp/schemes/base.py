@@ -84,6 +84,20 @@ def gradient_lipschitz(fidelity: DataFidelity, norm: float, y: torch.Tensor) -> 
     return None
 
 
+def check_placement(denoiser: Denoiser, x0: torch.Tensor) -> None:
+    """The same rule for every network: its floating-point weights must be in the iterates' dtype and on their
+    device (a float64 input would otherwise fail inside a convolution, or be cast silently by some networks)."""
+    if not isinstance(denoiser, torch.nn.Module):
+        return
+    weights = [t for t in [*denoiser.parameters(), *denoiser.buffers()] if t.is_floating_point()]
+    wrong = next((t for t in weights if t.dtype != x0.dtype or t.device != x0.device), None)
+    if wrong is not None:
+        raise ConfigError(
+            f"the denoiser's weights are {wrong.dtype} on {wrong.device}, the iterates {x0.dtype} on {x0.device}: "
+            f"move it first, denoiser.to(x0) (or pnp.weights.pretrained(name, device=..., dtype=...))"
+        )
+
+
 class Scheme(ABC):
     """A PnP fixed-point iteration x_{k+1} = T(x_k) run under a :class:`ConvergenceMonitor`.
 
@@ -150,6 +164,7 @@ class Scheme(ABC):
         ``guarantee`` is the denoiser's class (:mod:`pnp.guarantees`): the result then says which theorem covers the
         run, ``strict`` refuses a run that none covers, and an explicit prior (a prox with a ``cost``) has its
         objective F = f + R_σ/γ recorded per iteration."""
+        check_placement(denoiser, x0)
         fidelity = fidelity if fidelity is not None else L2()
         monitor = monitor if monitor is not None else ConvergenceMonitor()
         gamma, lipschitz = self.resolve_stepsize(fidelity, norm, y)
