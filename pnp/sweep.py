@@ -85,12 +85,16 @@ def summarise(folder: Path, out: Path | None = None) -> list[dict]:
     return rows
 
 
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 else f"{value:.2f}"
-    return "" if value is None else str(value)
+#: summary.md's format per quantity (dB to 0.01, SSIM to 0.001, residuals in scientific notation, seconds to 0.1)
+FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "final_rel_residual": "{:.2e}", "wall_time_s": "{:.1f}"}
+
+
+def fmt(column: str, value) -> str:
+    if value is None:
+        return ""
+    return FORMATS[column].format(value) if column in FORMATS and isinstance(value, float) else str(value)
 
 
 def markdown_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(SUMMARY_COLUMNS) + " |\n|" + "---|" * len(SUMMARY_COLUMNS) + "\n"
-    return head + "".join("| " + " | ".join(fmt(r[c]) for c in SUMMARY_COLUMNS) + " |\n" for r in rows)
+    return head + "".join("| " + " | ".join(fmt(c, r[c]) for c in SUMMARY_COLUMNS) + " |\n" for r in rows)

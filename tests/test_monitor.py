@@ -208,3 +208,20 @@ def test_no_host_sync_inside_the_loop(monkeypatch, scheme):
     # one read (tolist) at each of the 3 check points, nothing at the other 27 iterations
     assert counter.calls == ["tolist"] * 3
     assert checks[8] == 0 and checks[9] == 1 and checks[19] == 2 and checks[29] == 3
+
+
+def test_sweep_summary_formats_each_quantity_its_own_way():
+    from pnp.sweep import markdown_table
+
+    row = {
+        "overrides": "a=1",
+        "psnr": 27.123,
+        "ssim": 0.81234,
+        "iterations": 40,
+        "converged": True,
+        "diverged": False,
+        "final_rel_residual": 0.00049,
+        "wall_time_s": 5990.784,
+    }
+    line = markdown_table([row]).splitlines()[-1]
+    assert line == "| a=1 | 27.12 | 0.812 | 40 | True | False | 4.90e-04 | 5990.8 |"

@@ -213,7 +213,7 @@ def test_every_shipped_network_runs_in_float64_when_asked_and_is_refused_otherwi
 
     problem = deblur(small_image(16).double(), seed=0)
     args = (problem.y, problem.physics)
-    with pytest.raises(ConfigError, match="weights are torch.float32 .* iterates torch.float64"):
+    with pytest.raises(ConfigError, match=r"weights are torch.float32 .* iterates torch.float64"):
         PGD().run(*args, pretrained(name), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2))
     result = PGD().run(
         *args, pretrained(name, dtype=torch.float64), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2)
