@@ -8,6 +8,7 @@ seeded generator on ``x``'s device, and returns a :class:`Problem` with the init
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,17 +45,36 @@ class Problem:
 
     @cached_property
     def norm(self) -> float:
-        """‖A‖, computed once and cached: exact (largest singular value) for decomposable operators such as
-        ``BlurFFT``, power iteration on AᵀA otherwise (a slight underestimate, to 1e-4 relative)."""
-        if isinstance(self.physics, DecomposablePhysics):
-            return float(torch.as_tensor(self.physics.mask).abs().max())
-        start = torch.randn(self.x_true[:1].shape, generator=generator(self.seed, torch.device("cpu")))
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deepinv warns when the power iteration stops at max_iter
-            value = self.physics.compute_norm(
-                start.to(self.x_true), max_iter=100, tol=1e-4, verbose=False, squared=False
-            )
-        return float(value)
+        """‖A‖, computed once and cached (:func:`operator_norm`)."""
+        return operator_norm(self.physics, self.x_true[:1], seed=self.seed)
+
+
+#: ‖A‖ per physics object and input (shape, dtype, device), for runs that are not given it
+NORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def operator_norm(
+    physics: LinearPhysics, like: torch.Tensor, seed: int = 0, max_iter: int = 100, tol: float = 1e-4
+) -> float:
+    """‖A‖ (not ‖A‖², which is what deepinv's ``compute_norm`` returns unless ``squared=False``): exact (the
+    largest singular value) for decomposable operators such as ``BlurFFT``, else power iteration on AᵀA from a
+    seeded random start, a lower bound (to ``tol`` relative, or ``max_iter`` iterations)."""
+    if isinstance(physics, DecomposablePhysics):
+        return float(torch.as_tensor(physics.mask).abs().max())
+    start = torch.randn(like[:1].shape, generator=generator(seed, torch.device("cpu")))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deepinv warns when the power iteration stops at max_iter
+        value = physics.compute_norm(start.to(like), max_iter=max_iter, tol=tol, verbose=False, squared=False)
+    return float(value)
+
+
+def cached_norm(physics: LinearPhysics, like: torch.Tensor) -> float:
+    """:func:`operator_norm`, computed once per physics object and input shape, dtype and device."""
+    key = (tuple(like.shape[1:]), like.dtype, like.device)
+    per_physics = NORMS.setdefault(physics, {})
+    if key not in per_physics:
+        per_physics[key] = operator_norm(physics, like)
+    return per_physics[key]
 
 
 def noise_model(kind: str, sigma: float, gain: float, rng: torch.Generator) -> dinv.physics.NoiseModel:

@@ -219,3 +219,33 @@ def test_every_shipped_network_runs_in_float64_when_asked_and_is_refused_otherwi
         *args, pretrained(name, dtype=torch.float64), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2)
     )
     assert result.x.dtype == torch.float64 and torch.isfinite(result.x).all()
+
+
+def super_resolution() -> dinv.physics.LinearPhysics:
+    return dinv.physics.Downsampling(img_size=(1, 32, 32), factor=2, filter="gaussian", padding="circular")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [super_resolution, lambda: dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.5, rng=torch.manual_seed(0))],
+)
+def test_any_deepinv_physics_runs_without_its_norm(make):
+    from pnp.tensors import batch_psnr
+
+    x, physics = small_image(32), make()
+    y = physics(x)
+    x0 = physics.A_adjoint(y)
+    result = PGD().run(y, physics, dinv.models.WaveletDenoiser(), 0.02, x0, monitor=monitor(300))
+    assert not result.diverged and float(batch_psnr(result.x, x)) > float(batch_psnr(x0, x)) + 1
+
+
+def test_a_squared_norm_from_deepinv_is_caught(caplog):
+    x, physics = small_image(32), super_resolution()
+    y = physics(x)
+    squared = float(physics.compute_norm(torch.randn_like(x), verbose=False))  # deepinv's default: ‖A‖²
+    args = (y, physics, dinv.models.WaveletDenoiser(), 0.02, physics.A_adjoint(y))
+    with caplog.at_level("WARNING", logger="pnp"):
+        PGD().run(*args, norm=squared, monitor=monitor(2))
+    assert "is below ||A||" in caplog.text and "squared=False" in caplog.text
+    with pytest.raises(ConfigError, match="strict"):
+        PGD(strict=True).run(*args, norm=squared, monitor=monitor(2))

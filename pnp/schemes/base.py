@@ -17,6 +17,7 @@ from pnp.denoisers.state import reset_state
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict
 from pnp.monitor import ConvergenceMonitor, History
+from pnp.problems import cached_norm, operator_norm
 
 log = logging.getLogger("pnp")
 
@@ -137,6 +138,22 @@ class Scheme(ABC):
             raise ConfigError(f"{message} (strict=true)")
         log.warning("%s; convergence is not guaranteed", message)
 
+    def check_norm(self, norm: float, physics: LinearPhysics, x0: torch.Tensor) -> float:
+        """A given ‖A‖ against a lower bound from 10 power iterations: below it (for instance ‖A‖² from deepinv's
+        ``compute_norm`` with its default ``squared=True``, when ‖A‖ < 1), the step sizes derived from it break the
+        convergence bounds (a warning, an error with ``strict``); above twice the estimate they are needlessly
+        small (a warning)."""
+        check_positive("norm", norm)
+        estimate = operator_norm(physics, x0, max_iter=10, tol=0.0)
+        if norm < estimate * (1 - 1e-3):
+            self.violation(
+                f"norm={norm:.4g} is below ||A|| >= {estimate:.4g} (power iteration): pass ||A||, not ||A||^2 "
+                "(deepinv's compute_norm(..., squared=False)), or leave norm out to have it computed"
+            )
+        elif norm > 2 * estimate:
+            log.warning(f"norm={norm:.4g} is more than twice ||A|| ~ {estimate:.4g}: the steps are needlessly small")
+        return norm
+
     def resolve_stepsize(self, fidelity: DataFidelity, norm: float, y: torch.Tensor) -> tuple[float, float | None]:
         """γ: ``stepsize`` when given, else ``step_factor`` / Lip(∇f) (/ ‖A‖² where ∇f has no Lipschitz bound, for
         schemes whose γ is free, such as ADMM's penalty)."""
@@ -153,18 +170,21 @@ class Scheme(ABC):
         sigma: float,
         x0: torch.Tensor,
         *,
-        norm: float,
+        norm: float | None = None,
         fidelity: DataFidelity | None = None,
         monitor: ConvergenceMonitor | None = None,
         x_true: torch.Tensor | None = None,
         guarantee: Guarantee | None = None,
     ) -> Result:
-        """Iterate from ``x0`` until the monitor stops; ``norm`` is ‖A‖ (see :attr:`pnp.problems.Problem.norm`).
+        """Iterate from ``x0`` until the monitor stops. ``norm`` is ‖A‖ (not ‖A‖²): computed once per physics when
+        not given (:func:`pnp.problems.cached_norm`), checked against a 10-step power iteration when given
+        (:meth:`check_norm`).
 
         ``guarantee`` is the denoiser's class (:mod:`pnp.guarantees`): the result then says which theorem covers the
         run, ``strict`` refuses a run that none covers, and an explicit prior (a prox with a ``cost``) has its
         objective F = f + R_σ/γ recorded per iteration."""
         check_placement(denoiser, x0)
+        norm = cached_norm(physics, x0) if norm is None else self.check_norm(norm, physics, x0)
         fidelity = fidelity if fidelity is not None else L2()
         monitor = monitor if monitor is not None else ConvergenceMonitor()
         gamma, lipschitz = self.resolve_stepsize(fidelity, norm, y)
