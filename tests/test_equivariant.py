@@ -89,3 +89,21 @@ def test_warm_started_denoisers_restart_under_random_transforms():
     g = wrapped.elements[int(torch.randint(len(wrapped.elements), (1,), generator=torch.Generator().set_state(state)))]
     fresh = dinv.models.TVDenoiser(n_it_max=20)
     torch.testing.assert_close(out, inverse_transform(fresh(transform(small_image(16), g), 0.1), g))
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (12, 20)])
+@pytest.mark.parametrize("mode", ["average", "random"])
+def test_noise_maps_are_transformed_with_the_image(mode, shape):
+    torch.manual_seed(0)
+    drunet = dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained=None, nc=[8, 8, 8, 8]).eval()
+    x, sigma = torch.rand(2, 1, *shape), 0.02 + 0.1 * torch.rand(2, 1, *shape)
+    wrapper = EquivariantDenoiser(drunet, mode=mode, seed=3, chunk=3)
+    with torch.no_grad():
+        out = wrapper(x, sigma)
+        if mode == "average":
+            elements = wrapper.elements
+        else:  # the element the wrapper drew: replay its generator
+            index = torch.randint(len(wrapper.elements), (1,), generator=torch.Generator().manual_seed(3))
+            elements = [wrapper.elements[int(index)]]
+        manual = sum(inverse_transform(drunet(transform(x, g), transform(sigma, g)), g) for g in elements)
+    torch.testing.assert_close(out, manual / len(elements), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
     D_g(x) = T_g⁻¹ D(T_g x)
 
 ``mode=random``: one g drawn per call (so one per PnP iteration) from a seeded generator.
+σ may be a float, one value per image [B] or a noise-level map [B, 1, H, W], which is transformed with the image.
 ``mode=average``: the deterministic Reynolds average (1/|G|) Σ_g T_g⁻¹ D(T_g x), whose Lipschitz constant is at
 most D's. G is the 8 rotations by multiples of 90° and flips (``rotations_flips``), optionally times circular
 shifts by (dy, dx) ∈ {−s, …, s}² (``max_shift`` = s). Being a ``deepinv.models.Denoiser``, the wrapper works in
@@ -51,6 +52,18 @@ def inverse_transform(x: torch.Tensor, g: Element) -> torch.Tensor:
     return torch.roll(x, shifts=(-dy, -dx), dims=(-2, -1)) if dy or dx else x
 
 
+def is_map(sigma: float | torch.Tensor) -> bool:
+    """A noise-level map [B, 1, H, W] (transformed with the image), not a float or a per-image [B]."""
+    return torch.is_tensor(sigma) and sigma.dim() == 4
+
+
+def batched_sigma(sigma: float | torch.Tensor, group: list[Element]) -> float | torch.Tensor:
+    """σ for the images T_g x of ``group`` stacked along the batch: maps transformed like them, [B] repeated."""
+    if is_map(sigma):
+        return torch.cat([transform(sigma, g) for g in group])
+    return sigma.repeat(len(group)) if torch.is_tensor(sigma) and sigma.numel() > 1 else sigma
+
+
 class EquivariantDenoiser(Denoiser):
     """Make any denoiser equivariant to rotations/flips (and optionally shifts), by sampling or averaging."""
 
@@ -86,7 +99,8 @@ class EquivariantDenoiser(Denoiser):
                 # deepinv's TV/TGV warm-start their inner solver from the previous call's variables, which belong to
                 # another transform of the image here (PnP-TV then loses ~6 dB); ``restart`` holds for one call
                 self.denoiser.restart = True
-            return inverse_transform(self.denoiser(transform(x, g), sigma, **kwargs), g)
+            sigma_g = transform(sigma, g) if is_map(sigma) else sigma
+            return inverse_transform(self.denoiser(transform(x, g), sigma_g, **kwargs), g)
         return self.average(x, sigma, **kwargs)
 
     def calls(self, square: bool) -> list[list[Element]]:
@@ -105,8 +119,7 @@ class EquivariantDenoiser(Denoiser):
         for group in calls:
             if len(calls) > 1 and hasattr(self.denoiser, "restart"):
                 self.denoiser.restart = True  # a warm start from another chunk belongs to other transforms
-            sig = sigma.repeat(len(group)) if torch.is_tensor(sigma) and sigma.numel() > 1 else sigma
-            out = self.denoiser(torch.cat([transform(x, g) for g in group]), sig, **kwargs)
+            out = self.denoiser(torch.cat([transform(x, g) for g in group]), batched_sigma(sigma, group), **kwargs)
             for i, g in enumerate(group):
                 total += inverse_transform(out[i * b : (i + 1) * b], g)
         return total / len(self.elements)
