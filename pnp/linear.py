@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from deepinv.physics import LinearPhysics
 
-from pnp.tensors import batch_dot
+from pnp.tensors import batch_dot, per_element
 
 
 def has_closed_form_prox(physics: LinearPhysics) -> bool:
@@ -30,7 +30,7 @@ def cg_tolerance(dtype: torch.dtype, tol: float | None = None) -> float:
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """:func:`pnp.tensors.batch_dot` shaped [B, 1, …] to broadcast against the images."""
-    return batch_dot(a, b).view(-1, *([1] * (a.dim() - 1)))
+    return per_element(batch_dot(a, b), a)
 
 
 def l2_prox(

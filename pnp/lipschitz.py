@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pnp.tensors import batch_dot, batch_norm, unit
+from pnp.tensors import batch_dot, batch_norm, per_element, unit
 
 
 def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
@@ -59,7 +59,7 @@ def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g:
     with torch.enable_grad():
         _, jv, jtw = jvp_vjp(fn, x)
         v = unit(torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device))
-        s = shift.view(-1, *([1] * (x.dim() - 1)))
+        s = per_element(shift, x)
         for _ in range(n_iter):
             w = s * v - 0.5 * (jv(v) + jtw(v))
             top = batch_dot(v, w)

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pnp.errors import check, check_positive
-from pnp.tensors import batch_norm, batch_psnr
+from pnp.tensors import batch_norm, batch_psnr, per_element
 
 PROGRESS_DELAY_S = 2.0
 MIN_STAGNATION_ITERS = 40  # shorter runs are not judged stagnant: early c_k of slow schemes can sit near c_1
@@ -123,9 +123,11 @@ class ConvergenceMonitor:
         self._scale = batch_norm(x0).to(opts["dtype"])
         self._x_true = x_true
         self._recent = [x0]  # references to x_start … x_k since the last check point (start = its iteration)
-        self._latest = x0
-        self._good: torch.Tensor | None = None  # diverged elements' last iterate before the blow-up
-        self._returned: list[int] | None = None
+        self._latest = self._result = x0  # _result: diverged elements' last iterate before the blow-up
+        self._active = torch.ones(b, dtype=torch.bool, device=x0.device)  # elements still iterating
+        self.frozen = False  # some element stopped: the scheme keeps its state as it was (see ``active``)
+        self._returned: list[int | None] = [None] * b  # per element: k of its result x_k, once it stopped
+        self._blew_up: list[bool] = [False] * b
         self._cuda = x0.device.type == "cuda"
         self._times = torch.zeros(n, dtype=torch.float64)
         self._events: list = []
@@ -160,14 +162,26 @@ class ConvergenceMonitor:
     def record_values(self, k: int, fidelity: torch.Tensor | None, objective: torch.Tensor | None = None) -> None:
         """f(x_{k+1}) and, when the scheme minimises an explicit objective, F(x_{k+1}) for row ``k``."""
         if fidelity is not None and self._fidelity is not None:
-            self._fidelity[k] = fidelity
+            self._fidelity[k] = self.carried(k, fidelity, self._fidelity)
         if objective is not None:
             if self._objective is None:
                 self._objective = torch.full_like(self._residual, math.nan)
-            self._objective[k] = objective
+            self._objective[k] = self.carried(k, objective, self._objective)
+
+    def carried(self, k: int, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``values`` for the active elements, the previous row for the stopped ones (their iterate is frozen)."""
+        return torch.where(self._active, values.to(rows.dtype), rows[k - 1]) if self.frozen else values
+
+    @property
+    def active(self) -> torch.Tensor:
+        """[B] bool on the device: the elements still iterating (changes only at check points)."""
+        return self._active
 
     def should_stop(self, k: int) -> bool:
-        """True when the run must stop after row ``k``; reads the device only at check points."""
+        """True when the run must stop after row ``k``; reads the device only at check points. Each batch element
+        stops on its own: once its c_k < ``tol`` (converged) or its residual blew up (diverged, its result is its last
+        iterate before the blow-up); the scheme then keeps its state unchanged (:attr:`active`) while the others go
+        on, so an element's result in a batch is its result alone."""
         last = k + 1 == self.max_iter
         if (k + 1) % self.check_every and not last:
             return False
@@ -175,34 +189,70 @@ class ConvergenceMonitor:
         window = self._residual[start : k + 1]
         rel = self._residual[k] / self._scale
         reference = self._residual[0].clamp_min(self.tol * self._scale)
-        blowup = ~torch.isfinite(window) | (window > self.divergence_factor * reference)
-        flags = torch.stack([blowup.any().to(rel), (rel < self.tol).all().to(rel), rel.max()]).tolist()  # one sync
-        diverged, converged, worst = bool(flags[0]), bool(flags[1]), flags[2]
-        if diverged:
-            self.keep_last_good(start, k, blowup)
+        blowup = (~torch.isfinite(window) | (window > self.divergence_factor * reference)) & self._active
+        bad = blowup.any(dim=0)
+        done = (rel < self.tol) & self._active & ~bad
+        worst = torch.where(self._active & ~bad, rel, torch.zeros_like(rel)).amax().view(1)
+        flags = torch.cat([bad.to(rel), done.to(rel), worst]).tolist()  # one sync per check point
+        b = rel.shape[0]
+        bad_l, done_l = [v > 0 for v in flags[:b]], [v > 0 for v in flags[b : 2 * b]]
+        if any(bad_l):
+            self.keep_last_good(start, blowup, bad_l)
+        for j in (j for j in range(b) if done_l[j]):
+            self._returned[j] = k + 1
+        if any(bad_l) or any(done_l):
+            self._active, self.frozen = self._active & ~bad & ~done, True
         self._recent = [self._latest]
         self._bar.update(k + 1 - start)
-        self._bar.set_postfix_str(f"c_k={worst:.2e}", refresh=False)
-        if diverged:
-            first = start + int(blowup.any(dim=1).nonzero()[0, 0])
+        self._bar.set_postfix_str(f"c_k={flags[-1]:.2e}", refresh=False)
+        stop = last or all(r is not None for r in self._returned)
+        if stop:
+            self.conclude(k)
+        return stop
+
+    def keep_last_good(self, start: int, blowup: torch.Tensor, bad: list[bool]) -> None:
+        """For each element whose residual blew up in rows ``start`` … (``blowup`` [rows, B]), its iterate just
+        before the first bad row r: x_r, from the references kept since the last check."""
+        first = blowup.to(torch.int8).argmax(dim=0).tolist()  # first True row per element
+        result = self._result.clone()
+        for j in (j for j in range(len(bad)) if bad[j]):
+            result[j] = self._recent[first[j]][j]
+            self._returned[j], self._blew_up[j] = start + first[j], True
+        self._result = result
+
+    def conclude(self, k: int) -> None:
+        """The verdict and the message of the run, after its last row ``k``."""
+        b = len(self._returned)
+        blown = [j for j in range(b) if self._blew_up[j]]
+        converged = [j for j in range(b) if self._returned[j] is not None and not self._blew_up[j]]
+        if blown:
             self.diverged = True
+            at = ", ".join(f"{self._returned[j] + 1}" for j in blown)
+            which = f"diverged at iteration {at}" if b == 1 else f"element(s) {blown} diverged at iterations {at}"
             self._stop_message = (
-                f"diverged at iteration {first + 1}: the residual became non-finite or grew past "
-                f"{self.divergence_factor:g}× its first value; returning iterate {first} (the last before it)"
-                + ("" if blowup.shape[1] == 1 else " for each element that blew up, its own last one before")
+                f"{which}: the residual became non-finite or grew past {self.divergence_factor:g}× its first value; "
+                + (
+                    f"returning iterate {self._returned[0]} (the last before it)"
+                    if b == 1
+                    else "each returns its last iterate before the blow-up, the others went on"
+                )
             )
-        elif converged:
+        elif len(converged) == b:
             self.converged = True
-            self._stop_message = f"converged in {k + 1} iterations (c_k < {self.tol:g})"
-        elif last and self.stagnated(k):
+            counts = sorted({self._returned[j] for j in converged})
+            per = "" if len(counts) == 1 else f" (per element: {[self._returned[j] for j in range(b)]})"
+            self._stop_message = f"converged in {counts[-1]} iterations (c_k < {self.tol:g}){per}"
+        elif self.stagnated(k):
             self.diverged = self.stalled = True
             self._stop_message = (
-                f"stagnated: after {k + 1} iterations c_k={worst:.3e} never fell below {self.stagnation:g}× its "
-                "first value over the last quarter of the run; the iteration is not contracting"
+                f"stagnated: after {k + 1} iterations c_k never fell below {self.stagnation:g}× its first value "
+                "over the last quarter of the run; the iteration is not contracting"
             )
-        elif last:
-            self._stop_message = f"reached max_iter={self.max_iter} with c_k={worst:.3e} >= tol={self.tol:g}"
-        return diverged or converged or last
+        else:
+            worst = float((self._residual[k] / self._scale).max())
+            self._stop_message = f"reached max_iter={self.max_iter} with c_k={worst:.3e} >= tol={self.tol:g}" + (
+                f"; elements {converged} converged before" if converged else ""
+            )
 
     def stagnated(self, k: int) -> bool:
         """Some element's c_k stayed ≥ ``stagnation`` × c_1 over the last quarter of a run of ≥
@@ -213,19 +263,13 @@ class ConvergenceMonitor:
         tail = self._residual[(3 * (k + 1)) // 4 : k + 1].amin(dim=0)
         return bool(((tail >= self.stagnation * first) & (first > 0)).any())
 
-    def keep_last_good(self, start: int, k: int, blowup: torch.Tensor) -> None:
-        """For each element whose residual blew up in rows ``start`` … ``k`` (``blowup`` [rows, B]), its iterate
-        just before the first bad row r: x_r, from the references since the last check."""
-        bad = blowup.any(dim=0).tolist()
-        first = blowup.to(torch.int8).argmax(dim=0).tolist()  # first True row per element
-        last = [start + f if b else k + 1 for b, f in zip(bad, first, strict=True)]
-        self._good = torch.stack([self._recent[i - start][j] for j, i in enumerate(last)])
-        self._returned = last
-
     def good_iterate(self) -> torch.Tensor:
-        """The result: the last iterate, except for elements that diverged, which get their last iterate before the
-        blow-up."""
-        return self._latest if self._good is None else self._good
+        """The result: each element's last iterate, except for elements that diverged, which get their last iterate
+        before the blow-up."""
+        if not any(self._blew_up):
+            return self._latest
+        blown = torch.tensor(self._blew_up, device=self._latest.device)
+        return torch.where(per_element(blown, self._latest), self._result, self._latest)
 
     def finish(self, k: int) -> History:
         """Close the run after row ``k`` and return the statistics on the CPU."""
@@ -249,5 +293,5 @@ class ConvergenceMonitor:
             objective=None if self._objective is None else self._objective[:n].cpu(),
             stagnated=self.stalled,
             tol=self.tol,
-            returned=self._returned or [n] * residual.shape[1],
+            returned=[n if r is None else r for r in self._returned],
         )

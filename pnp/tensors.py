@@ -21,6 +21,11 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).reshape(a.shape[0], -1).sum(1)
 
 
+def per_element(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B] values shaped [B, 1, …, 1] to broadcast against ``like`` [B, …]."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
 def unit(v: torch.Tensor) -> torch.Tensor:
     """Each batch element scaled to unit norm."""
-    return v / batch_norm(v).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
+    return v / per_element(batch_norm(v).clamp_min(1e-30), v)

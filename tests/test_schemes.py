@@ -186,7 +186,7 @@ def test_nan_stops_the_run_and_keeps_the_last_iterate_before_it(scheme):
     torch.testing.assert_close(result.x, before.x)  # iterate 6, between two check points: kept by reference
 
 
-def test_only_the_element_that_blew_up_falls_back():
+def test_only_the_element_that_blew_up_stops_and_falls_back():
     problem = deblur(small_image(16, batch=2), seed=0)
 
     class NaNInSecond(ShrinkDenoiser):
@@ -197,13 +197,13 @@ def test_only_the_element_that_blew_up_falls_back():
             out = super().forward(x)
             return torch.cat([out[:1], out[1:] * float("nan")]) if self.calls >= 7 else out
 
-    ref = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(8))
+    ref = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50))
     ref6 = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(6))
     result = PGD().run(
         problem.y, problem.physics, NaNInSecond(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
     )
-    assert result.diverged and result.history.returned == [8, 6]
-    torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element keeps its last iterate
+    assert result.diverged and result.history.returned == [50, 6]
+    torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element went on to its own end
     torch.testing.assert_close(result.x[1:], ref6.x[1:])  # the other its last one before the NaN
 
 
@@ -249,3 +249,33 @@ def test_a_squared_norm_from_deepinv_is_caught(caplog):
     assert "is below ||A||" in caplog.text and "squared=False" in caplog.text
     with pytest.raises(ConfigError, match="strict"):
         PGD(strict=True).run(*args, norm=squared, monitor=monitor(2))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_batch_is_a_set_of_independent_solves(scheme):
+    """Each element stops on its own (converged elements are frozen): its result equals its solve alone."""
+    from pnp.data import held_out, make_split
+
+    images = held_out(make_split(), 32, "test")  # camera, astronaut, coffee: they converge at different iterations
+    problem = deblur(images, seed=0)
+    den = dinv.models.WaveletDenoiser(level=2)
+
+    def run(i: slice):
+        return SCHEMES[scheme]().run(
+            problem.y[i],
+            problem.physics,
+            den,
+            0.03,
+            problem.x0[i],
+            norm=1.0,
+            monitor=ConvergenceMonitor(max_iter=400, tol=1e-5, check_every=5, progress=False),
+        )
+
+    batch = run(slice(None))
+    alone = [run(slice(i, i + 1)) for i in range(3)]
+    assert batch.history.converged and all(a.history.converged for a in alone)
+    assert batch.history.returned == [a.history.returned[0] for a in alone]
+    assert len(set(batch.history.returned)) > 1  # the elements did stop at different iterations
+    for i, a in enumerate(alone):
+        err = (batch.x[i] - a.x[0]).norm() / a.x[0].norm()
+        assert err < 1e-6, (i, float(err))

@@ -29,6 +29,7 @@ from deepinv.optim import DataFidelity
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict
 from pnp.schemes.base import Context, Scheme, Values, gradient_lipschitz
+from pnp.tensors import per_element
 
 
 @dataclass
@@ -106,7 +107,7 @@ class AGD(Scheme):
                 f"got {type(prior).__name__}"
             )
         lip = ctx.lipschitz + prior.grad_lipschitz(ctx.sigma, x0) / ctx.gamma
-        alpha = expand(self.step_factor / lip, x0)
+        alpha = per_element(self.step_factor / lip, x0)
         ax = ctx.physics.A(x0)
         return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], 1.0, 1.0, alpha)
 
@@ -130,15 +131,10 @@ class AGD(Scheme):
             fv, big_fv = self.objective(ctx, v, av)
             keep = accept | (big_fz <= big_fv)
             x, ax, fx, big_fx = (
-                torch.where(expand(keep, u), u, w) for u, w in ((z, v), (az, av), (fz, fv), (big_fz, big_fv))
+                torch.where(per_element(keep, u), u, w) for u, w in ((z, v), (az, av), (fz, fv), (big_fz, big_fv))
             )
             stay = big_fx > s.objective  # neither step decreases F in floating point: x_k is stationary to precision
             pairs = ((x, s.x), (ax, s.ax), (big_fx, s.objective))
-            x, ax, big_fx = (torch.where(expand(stay, u), w, u) for u, w in pairs)
+            x, ax, big_fx = (torch.where(per_element(stay, u), w, u) for u, w in pairs)
             fx = torch.where(stay, ctx.fidelity.d.fn(s.ax.double(), ctx.y.double()), fx)
         return State(x, s.x, z, ax, s.ax, az, big_fx, s.t, t_next, s.alpha), Values(fx, big_fx)
-
-
-def expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-batch-element mask broadcast against ``like``."""
-    return mask.view(-1, *([1] * (like.dim() - 1)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict
 from pnp.monitor import ConvergenceMonitor, History
 from pnp.problems import cached_norm, operator_norm
+from pnp.tensors import per_element
 
 log = logging.getLogger("pnp")
 
@@ -83,6 +85,22 @@ def gradient_lipschitz(fidelity: DataFidelity, norm: float, y: torch.Tensor) -> 
     if isinstance(fidelity, PoissonLikelihood) and fidelity.bkg > 0:
         return norm**2 * float((y / fidelity.gain).max()) / fidelity.bkg**2
     return None
+
+
+def frozen(new: Any, old: Any, active: torch.Tensor) -> Any:
+    """A scheme's state (a tuple or a dataclass) with the elements that stopped kept as they were in ``old``: every
+    per-element tensor [B, …] is ``where(active, new, old)``; constants and scalars pass through."""
+
+    def keep(n: Any, o: Any) -> Any:
+        if torch.is_tensor(n) and n is not o and n.dim() > 0 and n.shape[0] == active.shape[0]:
+            return torch.where(per_element(active, n), n, o)
+        return n
+
+    if isinstance(new, tuple):
+        return tuple(keep(n, o) for n, o in zip(new, old, strict=True))
+    return dataclasses.replace(
+        new, **{f.name: keep(getattr(new, f.name), getattr(old, f.name)) for f in dataclasses.fields(new)}
+    )
 
 
 def check_placement(denoiser: Denoiser, x0: torch.Tensor) -> None:
@@ -201,7 +219,8 @@ class Scheme(ABC):
             monitor.start(x0, x_true)
             x_prev = x0
             for k in range(monitor.max_iter):
-                state, values = self.step(state, ctx, k)
+                new, values = self.step(state, ctx, k)
+                state = frozen(new, state, monitor.active) if monitor.frozen else new
                 x = self.iterate(state)
                 monitor.record(k, x, x_prev)
                 monitor.record_values(k, values.fidelity, values.objective)
