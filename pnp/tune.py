@@ -81,7 +81,7 @@ def log_grid(low: float, high: float, points: int) -> list[float]:
     return [low * (high / low) ** (i / (points - 1)) for i in range(points)]
 
 
-def search(cfg: DictConfig, problem: Problem, log: list[dict[str, Any]]) -> dict[str, Any]:
+def search(cfg: DictConfig, problem: Problem, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
     """Coarse log grid, then ``rounds`` − 1 grids centred on the best value so far, each with half the log spacing
     of the one before."""
     t = cfg.tune
@@ -89,11 +89,11 @@ def search(cfg: DictConfig, problem: Problem, log: list[dict[str, Any]]) -> dict
     ratio = (t.high / t.low) ** (1 / (t.points - 1))
     for round_ in range(t.rounds):
         for value in grid:
-            if not any(math.isclose(value, e["value"], rel_tol=1e-9) for e in log):
+            if not any(math.isclose(value, e["value"], rel_tol=1e-9) for e in evaluations):
                 entry = evaluate(cfg, problem, value)
-                log.append(entry)
+                evaluations.append(entry)
                 log.info(f"  round {round_ + 1}: {t.param}={value:.5g} -> {entry['psnr']:.3f} dB")
-        best = max(log, key=lambda e: e["psnr"])
+        best = max(evaluations, key=lambda e: e["psnr"])
         upper = 1.0 if t.param == "denoiser.theta" else math.inf
         ratio = math.sqrt(ratio)
         grid = [min(best["value"] * ratio ** (i - (t.points - 1) / 2), upper) for i in range(t.points)]
@@ -129,12 +129,12 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     problem = validation_problem(cfg, device)
-    log: list[dict[str, Any]] = []
-    best = search(cfg, problem, log)
+    evaluations: list[dict[str, Any]] = []
+    best = search(cfg, problem, evaluations)
     record = {
         "param": cfg.tune.param,
         "best": best,
-        "evaluations": sorted(log, key=lambda e: e["value"]),
+        "evaluations": sorted(evaluations, key=lambda e: e["value"]),
         "validation_images": list(make_split().validation),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
