@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import re
 import sys
@@ -96,8 +97,13 @@ class Composer:
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             return compose(self.config_name, overrides=overrides, return_hydra_config=True)
 
+    @functools.cached_property
+    def base(self) -> DictConfig:
+        """The config without overrides, composed once."""
+        return self([])
+
     def groups(self) -> list[str]:
-        return sorted({*groups_of(self([])), *self.added})
+        return sorted({*groups_of(self.base), *self.added})
 
     def explain(self, err: HydraException, override: str, others: list[str]) -> str:
         """One line for a composition failure caused by ``override`` (composed after ``others``)."""
@@ -122,7 +128,7 @@ class Composer:
             try:
                 base = self(others)
             except HydraException:
-                base = self([])
+                base = self.base
             node = OmegaConf.select(base, parent) if parent else base
             if isinstance(node, DictConfig):
                 names = [str(k) for k in node if str(k) != "hydra"]
@@ -196,7 +202,7 @@ def culprit(composer: Composer, overrides: list[str]) -> tuple[HydraException, s
 
 def help_text(composer: Composer, summary: str) -> str:
     """``--help``: this entry point's groups (options, default) and main keys, one line each."""
-    cfg = composer([])
+    cfg = composer.base
     choices = cfg.hydra.runtime.choices
     lines = [summary, "", "groups (group=option; -m and comma-separated options sweep):"]
     for group in composer.groups():
