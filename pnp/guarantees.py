@@ -102,6 +102,14 @@ class Verdict:
         return f"{self.theorem}" if self.covered else f"no theorem covers it ({self.conditions})"
 
 
+def bounded_objective(v: Verdict, bounded: bool) -> Verdict:
+    """The nonconvex theorems (weakly convex priors) need F = f + R_σ/γ bounded below: a verdict that covered the
+    run no longer does when the prior's R_σ is not (its iterates can run off to where F → −∞)."""
+    if bounded or not v.covered or v.denoiser.kind != "prox_weakly_convex":
+        return v
+    return Verdict(False, "", f"{v.conditions}, but R_sigma is not bounded below at this sigma (F -> -inf)", v.denoiser)
+
+
 def composed_averagedness(a1: float, a2: float) -> float:
     """α of the composition of an a1- and an a2-averaged operator (Combettes & Yamada 2015)."""
     if a1 >= 1 or a2 >= 1:

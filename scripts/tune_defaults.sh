@@ -16,7 +16,7 @@ range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
     wavelet) echo "tune.low=0.001 tune.high=0.1" ;;
-    crr | wcrr) echo "tune.low=0.002 tune.high=0.1" ;;
+    crr | wcrr) echo "tune.low=0.001 tune.high=0.03" ;;
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
 }

@@ -129,7 +129,8 @@ def test_sigma_is_required_and_checked():
 def test_strength_grows_with_sigma():
     model = tiny()
     x = small_image(16).double() + 0.1 * torch.randn(1, 1, 16, 16, dtype=torch.float64)
-    moves = [float((model(x, s) - x).norm()) for s in SIGMAS]
+    with torch.no_grad():
+        moves = [float((model(x, s) - x).norm()) for s in SIGMAS]
     assert moves == sorted(moves) and moves[0] < 0.5 * moves[-1]
 
 
@@ -213,3 +214,37 @@ def test_spline_slopes_on_their_bounds_receive_gradients(kappa):
     splines = [model.plus] if model.minus is None else [model.plus, model.minus]
     assert all(set(torch.unique(s.slopes.detach()).tolist()) <= {0.0, 1.0} for s in splines)
     assert all(float(s.slopes.grad.abs().sum()) > 0 for s in splines)
+
+
+def test_beyond_the_knots_only_the_convex_part_keeps_curving():
+    """Beyond [−r, r] ψ⁻' is constant and ψ⁺' extends linearly: ψ'' = s⁺_end ≥ 0 there, and ψ is the integral of ψ'
+    across the knots' ends (the concave part cannot pull R_σ to −∞ quadratically, as a linear ψ⁻' extension did)."""
+    model = tiny(0.6)
+    r = model.plus.radius
+    t = torch.tensor([r, 2 * r, 10 * r, 100 * r], dtype=torch.float64).view(1, 1, 4, 1).expand(1, 8, 4, 1)
+    t = torch.cat([t, -t], dim=2).contiguous()
+    rho = model.scales(0.05, t)[2]
+    a = model.activation(t, rho)
+    tail = model.tail_slope(torch.float64)
+    torch.testing.assert_close(a[:, :, 1:4] - a[:, :, :1], tail * (t[:, :, 1:4] - r))
+    torch.testing.assert_close(a[:, :, 4:], -a[:, :, :4])
+    u = t.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model.potential(u, rho).sum(), u)
+    torch.testing.assert_close(grad, a)
+
+
+def test_a_weakly_convex_prior_not_bounded_below_is_not_covered():
+    """ψ' < 0 at the knots' end with a flat ψ⁺ tail: R_σ → −∞ along large filter responses, F = f + R_σ/γ is not
+    bounded below and no nonconvex theorem applies; strict refuses the run, and the convex model is always bounded."""
+    model = tiny(0.9)
+    with torch.no_grad():
+        model.plus.slopes.zero_()
+        model.plus.slopes[:, 4:6] = 0.05  # a small ψ⁺' peak at the centre, flat beyond
+        model.minus.slopes.fill_(1.0)
+    assert not model.bounded_below(0.05) and tiny(0.0).bounded_below(0.05) and tiny(0.6).bounded_below(0.05)
+    problem = deblur(small_image(16).double(), seed=0)
+    guarantee = Guarantee("prox_weakly_convex", kappa=0.9)
+    result = solve_tiny(AGD(), problem, model, guarantee, max_iter=5, tol=1e-10)
+    assert not result.verdict.covered and "not bounded below" in result.verdict.conditions
+    with pytest.raises(ConfigError, match="not bounded below"):
+        solve_tiny(AGD(strict=True), problem, model, guarantee, max_iter=5, tol=1e-10)

@@ -16,7 +16,7 @@ from deepinv.physics import LinearPhysics
 
 from pnp.denoisers.state import reset_state
 from pnp.errors import ConfigError, check_positive
-from pnp.guarantees import EXPLICIT, Guarantee, Verdict
+from pnp.guarantees import EXPLICIT, Guarantee, Verdict, bounded_objective
 from pnp.monitor import ConvergenceMonitor, History
 from pnp.problems import cached_norm, operator_norm
 from pnp.tensors import per_element
@@ -209,6 +209,8 @@ class Scheme(ABC):
         verdict = None
         if guarantee is not None:
             verdict = self.verdict(guarantee, None if lipschitz is None else gamma * lipschitz)
+            bounded = getattr(denoiser, "bounded_below", None)
+            verdict = bounded_objective(verdict, bounded is None or bounded(sigma))
             if not verdict.covered and (self.strict or guarantee.kind != "none"):
                 self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
         explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
