@@ -185,19 +185,22 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     for variant in variants(parsed):
         try:
             composer(variant)
-        except HydraException:
-            return composer.explain(*culprit(composer, variant))
+        except HydraException as err:
+            return composer.explain(*culprit(composer, variant, err))
     return None
 
 
-def culprit(composer: Composer, overrides: list[str]) -> tuple[HydraException, str, list[str]]:
-    """The first override whose addition makes the composition fail, its error and the overrides before it."""
-    for i in range(len(overrides)):
+def culprit(composer: Composer, overrides: list[str], err: HydraException) -> tuple[HydraException, str, list[str]]:
+    """The first override whose addition makes the composition fail, its error and the overrides before it; ``err``
+    is the error of composing all of them (the last one is the culprit when every shorter prefix composes)."""
+    if not overrides:
+        raise err  # the entry point's own config does not compose: a bug, not a user mistake
+    for i in range(len(overrides) - 1):
         try:
             composer(overrides[: i + 1])
-        except HydraException as err:
-            return err, overrides[i], overrides[:i]
-    raise AssertionError("the composition failed with every override and succeeds with each prefix")
+        except HydraException as first:
+            return first, overrides[i], overrides[:i]
+    return err, overrides[-1], overrides[:-1]
 
 
 def help_text(composer: Composer, summary: str) -> str:
