@@ -13,7 +13,7 @@ import torch
 from deepinv.loss.metric import SSIM
 
 from pnp.monitor import History, largest_increase
-from pnp.plotting import plot_curves, plot_reconstruction
+from pnp.plotting import Panel, error_map, plot_curves, plot_reconstruction
 from pnp.problems import Problem
 from pnp.schemes import Result
 from pnp.tensors import batch_psnr
@@ -153,25 +153,44 @@ def write_history(path: Path, history: History) -> None:
         writer.writerows(history.rows())
 
 
-def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, Any], title: str) -> None:
+def ssim(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Batch-mean SSIM of ``x`` clipped to [0, 1] against ``ref``."""
+    return float(SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), ref.float()).mean())
+
+
+def quality(psnr_db: float, ssim_value: float) -> str:
+    return f"{psnr_db:.2f} dB, SSIM {ssim_value:.3f}"
+
+
+def reconstruction_panels(problem: Problem, result: Result, m: dict[str, Any]) -> list[Panel]:
+    """Ground truth | observation | initialisation (only when it is not the observation) | result, with PSNR and
+    SSIM in the titles; an observation of another shape (sinogram, CS vector) is shown as a measurement."""
+    ref, y, x0 = problem.x_true, problem.y, problem.x0
     obs = m["psnr_observation"]
     panels = [
-        ("ground truth", problem.x_true, True),
-        (
-            f"observation ({obs:.2f} dB)" if obs is not None else f"observation {tuple(problem.y.shape[1:])}",
-            problem.y,
-            obs is not None,
-        ),
-        (f"initialisation ({m['psnr_init']:.2f} dB)", problem.x0, True),
-        (f"result ({m['psnr']:.2f} dB{', DIVERGED' if m['diverged'] else ''})", result.x, True),
+        Panel("ground truth", ref),
+        Panel(f"observation\n{quality(obs, ssim(y, ref))}", y)
+        if obs is not None
+        else Panel(f"observation\nmeasurements {tuple(y.shape[1:])}", y, is_image=False),
     ]
-    plot_reconstruction(run_dir / "reconstruction.png", panels)
+    if x0.shape != y.shape or not torch.equal(x0, y):
+        panels.append(Panel(f"initialisation\n{quality(m['psnr_init'], ssim(x0, ref))}", x0))
+    state = " (DIVERGED)" if m["diverged"] else ""
+    panels.append(Panel(f"result{state}\n{quality(m['psnr'], m['ssim'])}", result.x))
+    return panels
+
+
+def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, Any], title: str) -> None:
+    """reconstruction.png (:func:`reconstruction_panels` and the error map, with the zoomed inset where the error
+    is largest) and convergence.png."""
+    error = error_map(result.x, problem.x_true)
+    plot_reconstruction(run_dir / "reconstruction.png", reconstruction_panels(problem, result, m), error)
     rows = result.history.rows()
     curve = {key: [r[key] for r in rows] for key in ("iter", "rel_residual")}
     curve["psnr"] = [r["psnr"] for r in rows] if result.history.psnr is not None else []
     if result.history.objective is not None:
         curve["objective"] = [r["objective"] for r in rows]
-    plot_curves(run_dir / "convergence.png", {title: curve}, title=title)
+    plot_curves(run_dir / "convergence.png", {title: curve}, title=title, diverged={title} if m["diverged"] else ())
 
 
 def write_run(

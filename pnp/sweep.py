@@ -1,17 +1,26 @@
-"""Summaries of a Hydra multirun folder: overlaid convergence curves, summary.csv and summary.md."""
+"""Summaries of a Hydra multirun folder: summary.csv, summary.md, the overlaid convergence curves and, for a swept
+number, final PSNR and iterations against it."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
+from pnp.config import problem_label
 from pnp.errors import check
-from pnp.plotting import plot_curves
+from pnp.plotting import Point, curves_figure, parameter_figure, save
 
+#: a sweep's runs: colours (tab10) for one swept axis, line styles for another
+COLOURS = [f"C{i}" for i in range(10)]
+LINE_STYLES = ["-", "--", ":", "-."]
 SUMMARY_COLUMNS = (
     "overrides",
     "psnr",
@@ -44,11 +53,16 @@ def read_history(path: Path) -> dict[str, list[float]]:
     )
 
 
+def job_order(path: Path) -> tuple:
+    """Sort key: shallower first, then numbers by value (job 2 before job 10)."""
+    return len(path.parts), [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path))]
+
+
 def collect(folder: Path) -> list[Run]:
     """Every run below ``folder`` that wrote metrics.json, in job order."""
     check(folder.is_dir(), f"not a folder: {folder}")
     runs = []
-    for metrics in sorted(folder.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p))):
+    for metrics in sorted(folder.rglob("metrics.json"), key=job_order):
         job = metrics.parent
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
@@ -65,8 +79,100 @@ def varying_overrides(runs: list[Run]) -> list[str]:
     return [" ".join(o for o in r.overrides if o not in common) or r.path.name for r in runs]
 
 
-def summarise(folder: Path, out: Path | None = None) -> list[dict]:
-    """Write convergence.png, summary.csv and summary.md for the runs under ``folder``; return the rows."""
+def parse(override: str) -> tuple[str, str]:
+    """``key=value`` as (key, value), the key without Hydra's ``+``, ``++`` or ``~`` prefix."""
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def swept(runs: list[Run]) -> dict[str, list[str | None]]:
+    """Each overridden key whose value differs between runs (in command-line order), with every run's value (None
+    where the run does not set it)."""
+    settings = [dict(parse(o) for o in r.overrides) for r in runs]
+    keys = dict.fromkeys(k for s in settings for k in s)
+    return {k: [s.get(k) for s in settings] for k in keys if len({s.get(k) for s in settings}) > 1}
+
+
+def ranks(values: list) -> list[int]:
+    """Per element, the index of its value among the distinct values in order of appearance."""
+    distinct = list(dict.fromkeys(values))
+    return [distinct.index(v) for v in values]
+
+
+def line_styles(axes: dict[str, list[str | None]], count: int) -> list[dict[str, str]]:
+    """Per run, a colour for one swept axis and a line style for another: the line style for the key with the
+    fewest values (at most ``len(LINE_STYLES)``; the later key on a tie), the colour for the combination of the rest."""
+    styled = [k for k in axes if len(set(axes[k])) <= len(LINE_STYLES)] if len(axes) > 1 else []
+    by_style = min(styled, key=lambda k: (len(set(axes[k])), -list(axes).index(k)), default=None)
+    colour = ranks([tuple(v[i] for k, v in axes.items() if k != by_style) for i in range(count)])
+    style = ranks(axes[by_style]) if by_style else [0] * count
+    return [
+        {"color": COLOURS[c % len(COLOURS)], "linestyle": LINE_STYLES[s]} for c, s in zip(colour, style, strict=True)
+    ]
+
+
+def subject(config: dict) -> str:
+    """The problem and the image of a run's resolved config: ``deblur(gaussian σ=1.6) · camera 128²``."""
+    image = config["image"]
+    name = Path(image["path"]).name if image.get("path") else image["name"]
+    size = f" {image['size']}²" if image.get("size") else ""
+    return f"{problem_label(OmegaConf.create(config))} · {name}{size}"
+
+
+def sweep_title(runs: list[Run]) -> str:
+    """The problems and images of the runs (from the config each run keeps in metrics.json) and their number."""
+    subjects = ", ".join(dict.fromkeys(subject(r.metrics["config"]) for r in runs if "config" in r.metrics))
+    count = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
+    return f"{subjects} · {count}" if subjects else count
+
+
+def number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def numeric_keys(axes: dict[str, list[str | None]]) -> list[str]:
+    """The swept keys whose values are all numbers: the only swept key, or any with at least 3 values."""
+    return [
+        k
+        for k, values in axes.items()
+        if all(number(v) is not None for v in values) and (len(axes) == 1 or len(set(values)) >= 3)
+    ]
+
+
+def parameter_groups(runs: list[Run], axes: dict[str, list[str | None]], key: str) -> dict[str, list[Point]]:
+    """The runs as points (``key``'s value, final PSNR, iterations, diverged), grouped by the other swept overrides."""
+    groups: dict[str, list[Point]] = {}
+    for i, r in enumerate(runs):
+        label = " ".join(f"{k}={v[i]}" for k, v in axes.items() if k != key) or key
+        psnr = r.metrics["psnr"]  # null in metrics.json when not finite
+        point = Point(
+            number(axes[key][i]), math.nan if psnr is None else psnr, r.metrics["iterations"], r.metrics["diverged"]
+        )
+        groups.setdefault(label, []).append(point)
+    return groups
+
+
+def sweep_figures(runs: list[Run]) -> dict[str, Figure]:
+    """File name → figure: ``sweep_convergence.png`` (every run's curves, colour and line style from the swept
+    axes, diverged runs marked) and ``sweep_<key>.png`` for each swept number (:func:`numeric_keys`). No run writes
+    these names, so a summary written into a run's folder leaves the run's own figures alone."""
+    axes, labels, title = swept(runs), varying_overrides(runs), sweep_title(runs)
+    styles = dict(zip(labels, line_styles(axes, len(runs)), strict=True))
+    curves = {label: r.history for label, r in zip(labels, runs, strict=True) if r.history}
+    diverged = {label for label, r in zip(labels, runs, strict=True) if r.metrics.get("diverged")}
+    figures = {"sweep_convergence.png": curves_figure(curves, title, styles, diverged)}
+    for key in numeric_keys(axes):
+        groups = parameter_groups(runs, axes, key)
+        figures[f"sweep_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.png"] = parameter_figure(key, groups, title)
+    return figures
+
+
+def summarise(folder: Path, out: Path | None = None) -> tuple[list[dict], list[Path]]:
+    """Write summary.csv, summary.md and :func:`sweep_figures` for the runs under ``folder``; return the rows and
+    the files written."""
     runs = collect(folder)
     out = out or folder
     out.mkdir(parents=True, exist_ok=True)
@@ -80,9 +186,11 @@ def summarise(folder: Path, out: Path | None = None) -> list[dict]:
         writer.writeheader()
         writer.writerows(rows)
     (out / "summary.md").write_text(markdown_table(rows))
-    curves = {label: r.history for label, r in zip(labels, runs, strict=True) if r.history}
-    plot_curves(out / "convergence.png", curves, title=str(folder))
-    return rows
+    written = [out / "summary.csv", out / "summary.md"]
+    for name, fig in sweep_figures(runs).items():
+        save(fig, out / name)
+        written.append(out / name)
+    return rows, written
 
 
 #: summary.md's format per quantity (dB to 0.01, SSIM to 0.001, residuals in scientific notation, seconds to 0.1)

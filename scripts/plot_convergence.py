@@ -1,6 +1,9 @@
-"""Overlay the convergence curves of every run of a sweep and write summary.csv / summary.md.
+"""Summarise the runs of a sweep: summary.csv, summary.md, sweep_convergence.png and sweep_<key>.png per swept number.
 
 python scripts/plot_convergence.py multirun/2026-11-22/10-00-00 [--out folder]
+
+The figures' names are ones no run writes, so pointing the script at a single run's folder leaves the run's own
+convergence.png alone.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the folder)")
     args = parser.parse_args()
     try:
-        rows = summarise(args.folder, args.out)
+        rows, written = summarise(args.folder, args.out)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = args.out or args.folder
-    print(f"{len(rows)} runs: wrote {out / 'convergence.png'}, {out / 'summary.csv'}, {out / 'summary.md'}")
+    print(f"{len(rows)} runs: wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

@@ -131,10 +131,14 @@ def test_sweep_and_plot_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").exists())
     assert len(runs) == 4
+    own = {run: (run / "convergence.png").read_bytes() for run in runs}
     plot = plot_script(sweep)
     assert plot.returncode == 0, plot.stderr
-    for name in ("summary.csv", "summary.md", "convergence.png"):
+    for name in ("summary.csv", "summary.md", "sweep_convergence.png"):
         assert (sweep / name).stat().st_size > 0
+    assert plot_script(runs[0]).returncode == 0  # a single run's folder: its own figure stays
+    assert (runs[0] / "sweep_convergence.png").exists()
+    assert all((run / "convergence.png").read_bytes() == figure for run, figure in own.items())
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4

@@ -8,6 +8,12 @@
               argmin{F(z_{k+1}), F(v_{k+1})}   otherwise, v_{k+1} = x_k − α ∇F(x_k)
     t_{k+1} = (1 + √(1 + 4 t_k²)) / 2
 
+with one addition (``restart=True``), per batch element: where z_{k+1} is rejected the momentum restarts (the next
+extrapolation starts from x_{k+1} with t = 1, so y_{k+1} = x_{k+1}): the function-value restart of O'Donoghue &
+Candès (Found. Comput. Math. 2015), which restores linear convergence where F is locally strongly convex instead of
+the oscillating tail of plain momentum. It only changes y, so the
+monotonicity and the convergence results above hold unchanged.
+
 F(x_k) never increases (where neither step decreases F in floating point, x_k is kept and c_k = 0 ends the run).
 Convex F (CRR-NN): F(x_k) − F* = O(1/k²); nonconvex F (WCRR-NN): every accumulation point is a critical point (Li &
 Lin 2015, Thm 1), for α < 1/Lip(∇F). This is the accelerated gradient the ridge-regularizer
@@ -41,8 +47,8 @@ class State:
     ax_prev: torch.Tensor
     az: torch.Tensor
     objective: torch.Tensor  # F(x_k) per batch element
-    t_prev: float
-    t: float
+    t_prev: torch.Tensor  # momentum sequence per batch element, [B]
+    t: torch.Tensor
     alpha: torch.Tensor  # step, [B, 1, ..., 1]
 
 
@@ -62,11 +68,17 @@ class AGD(Scheme):
     """Monotone accelerated gradient descent on F = f + τR_σ for an explicit prior (``denoiser.grad``, ``.cost``)."""
 
     def __init__(
-        self, weight: float | None = None, step_factor: float = 1.0, decrease: float = 1e-4, strict: bool = False
+        self,
+        weight: float | None = None,
+        step_factor: float = 1.0,
+        decrease: float = 1e-4,
+        restart: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__(None, step_factor, strict)
         self.weight = None if weight is None else check_positive("weight", weight)
         self.decrease = check_positive("decrease", decrease)
+        self.restart = restart
 
     def resolve_stepsize(self, fidelity: DataFidelity, norm: float, y: torch.Tensor) -> tuple[float, float | None]:
         """γ = 1/τ: the prior weight, as PnP-PGD's step (its F is f + R_σ/γ)."""
@@ -109,23 +121,24 @@ class AGD(Scheme):
         lip = ctx.lipschitz + prior.grad_lipschitz(ctx.sigma, x0) / ctx.gamma
         alpha = per_element(self.step_factor / lip, x0)
         ax = ctx.physics.A(x0)
-        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], 1.0, 1.0, alpha)
+        ones = x0.new_ones(x0.shape[0])
+        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], ones, ones, alpha)
 
     def iterate(self, state: State) -> torch.Tensor:
         return state.x
 
     def step(self, s: State, ctx: Context, k: int) -> tuple[State, Values]:
-        t_next = 0.5 * (1 + (1 + 4 * s.t**2) ** 0.5)
-        a, b = s.t_prev / s.t, (s.t_prev - 1) / s.t
-        y = s.x + a * (s.z - s.x) + b * (s.x - s.x_prev)
-        ay = s.ax + a * (s.az - s.ax) + b * (s.ax - s.ax_prev)
+        t_next = 0.5 * (1 + (1 + 4 * s.t**2).sqrt())
+        a, b = s.t_prev / s.t, (s.t_prev - 1) / s.t  # [B]; A x may not be image-shaped (CS, CT)
+        y = s.x + per_element(a, s.x) * (s.z - s.x) + per_element(b, s.x) * (s.x - s.x_prev)
+        ay = s.ax + per_element(a, s.ax) * (s.az - s.ax) + per_element(b, s.ax) * (s.ax - s.ax_prev)
         z = y - s.alpha * self.gradient(ctx, y, ay)
         az = ctx.physics.A(z)
         fz, big_fz = self.objective(ctx, z, az)
         step = (z - y).flatten(1).pow(2).sum(1)
         accept = big_fz <= s.objective - self.decrease / s.alpha.flatten() * step
-        x, ax, fx, big_fx = z, az, fz, big_fz
-        if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill
+        x, ax, fx, big_fx, t = z, az, fz, big_fz, s.t
+        if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill, and a restart
             v = s.x - s.alpha * self.gradient(ctx, s.x, s.ax)
             av = ctx.physics.A(v)
             fv, big_fv = self.objective(ctx, v, av)
@@ -137,4 +150,12 @@ class AGD(Scheme):
             pairs = ((x, s.x), (ax, s.ax), (big_fx, s.objective))
             x, ax, big_fx = (torch.where(per_element(stay, u), w, u) for u, w in pairs)
             fx = torch.where(stay, ctx.fidelity.d.fn(s.ax.double(), ctx.y.double()), fx)
-        return State(x, s.x, z, ax, s.ax, az, big_fx, s.t, t_next, s.alpha), Values(fx, big_fx)
+            if not self.restart:
+                return State(x, s.x, z, ax, s.ax, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
+            # restart: z and x_{k} of the next extrapolation set to x_{k+1}, t to 1 (y_{k+1} = x_{k+1})
+            r, ra = per_element(~accept, x), per_element(~accept, ax)  # A x may not be image-shaped (CS, CT)
+            z, az = torch.where(r, x, z), torch.where(ra, ax, az)
+            x_prev, ax_prev = torch.where(r, x, s.x), torch.where(ra, ax, s.ax)
+            t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
+            return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
+        return State(x, s.x, z, ax, s.ax, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
