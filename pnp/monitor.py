@@ -92,6 +92,7 @@ class ConvergenceMonitor:
 
     def __init__(
         self,
+        *,
         max_iter: int = 300,
         tol: float = 1e-5,
         check_every: int = 10,

@@ -137,6 +137,7 @@ def blur_kernel(kind: str, size: int | None, blur_sigma: float, seed: int, devic
 
 def deblur(
     x: torch.Tensor,
+    *,
     seed: int = 0,
     kernel: str = "gaussian",
     kernel_size: int | None = None,
@@ -164,6 +165,7 @@ def deblur(
 
 def ct(
     x: torch.Tensor,
+    *,
     seed: int = 0,
     angles: int = 90,
     noise: str = "gaussian",
@@ -186,6 +188,7 @@ def ct(
 
 def cs(
     x: torch.Tensor,
+    *,
     seed: int = 0,
     ratio: float = 0.25,
     operator: str = "dense",

@@ -40,13 +40,14 @@ class ADMM(Scheme):
 
     def __init__(
         self,
+        *,
         stepsize: float | None = None,
         step_factor: float = 1.0,
         strict: bool = False,
         cg_tol: float | None = None,
         cg_max_iter: int = 200,
     ) -> None:
-        super().__init__(stepsize, step_factor, strict)
+        super().__init__(stepsize=stepsize, step_factor=step_factor, strict=strict)
         self.cg_tol, self.cg_max_iter = cg_tol, cg_max_iter
 
     def verdict(self, guarantee: Guarantee, gamma_l: float | None) -> Verdict:

@@ -69,13 +69,14 @@ class AGD(Scheme):
 
     def __init__(
         self,
+        *,
         weight: float | None = None,
         step_factor: float = 1.0,
         decrease: float = 1e-4,
         restart: bool = True,
         strict: bool = False,
     ) -> None:
-        super().__init__(None, step_factor, strict)
+        super().__init__(step_factor=step_factor, strict=strict)
         self.weight = None if weight is None else check_positive("weight", weight)
         self.decrease = check_positive("decrease", decrease)
         self.restart = restart

@@ -124,7 +124,7 @@ class Scheme(ABC):
     per problem). A step outside the scheme's convergence bound logs a warning, or raises with ``strict=True``.
     """
 
-    def __init__(self, stepsize: float | None = None, step_factor: float = 1.0, strict: bool = False) -> None:
+    def __init__(self, *, stepsize: float | None = None, step_factor: float = 1.0, strict: bool = False) -> None:
         self.stepsize = None if stepsize is None else check_positive("stepsize", stepsize)
         self.step_factor = check_positive("step_factor", step_factor)
         self.strict = strict

@@ -20,9 +20,14 @@ class PGD(Scheme):
     """PnP-PGD; ``relaxation`` is ν (1 gives plain forward-backward, deepinv's ``PGD``)."""
 
     def __init__(
-        self, stepsize: float | None = None, step_factor: float = 1.0, relaxation: float = 1.0, strict: bool = False
+        self,
+        *,
+        stepsize: float | None = None,
+        step_factor: float = 1.0,
+        relaxation: float = 1.0,
+        strict: bool = False,
     ) -> None:
-        super().__init__(stepsize, step_factor, strict)
+        super().__init__(stepsize=stepsize, step_factor=step_factor, strict=strict)
         self.relaxation = check_positive("relaxation", relaxation)
 
     def check_bounds(self, gamma: float, lipschitz: float | None) -> None:
