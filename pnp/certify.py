@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.cli import entry, log, user_errors
-from pnp.config import build_denoiser, denoiser_sigma
+from pnp.config import build_denoiser, check_keys, denoiser_sigma
 from pnp.data import held_out, make_split
 from pnp.errors import check
 from pnp.lipschitz import Fn, asymmetry, jacobian_spectral_norm, min_eigenvalue
@@ -42,6 +42,7 @@ def strengths(cfg: DictConfig) -> list[float | None]:
 
 
 def certify(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    check_keys(cfg)
     device = resolve_device(cfg.device)
     with open_dict(cfg):
         cfg.denoiser.theta = 1.0  # certify the network itself; θD + (1 − θ)Id inherits its bounds

@@ -28,6 +28,23 @@ def available(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
+#: the entry points' own keys of a fixed type (the objects' keys are checked where they are built, with their ranges)
+FLAGS = ("strict", "plots", "sweep_fails_on_divergence", "ship", "resume", "image.gray", "monitor.progress")
+INTEGERS = ("seed", "steps", "image.size")
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Flags are true or false and counts are integers: one ``error:`` line instead of a silently truthy string
+    (``image.gray=maybe``) or a traceback (``seed=abc``)."""
+    for key in FLAGS:
+        value = OmegaConf.select(cfg, key, default=None)
+        check(value is None or isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+    for key in INTEGERS:
+        value = OmegaConf.select(cfg, key, default=None)
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        check(value is None or integer, f"{key} must be an integer, got {value!r}")
+
+
 def build_problem(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> Problem:
     check("problem" in cfg, f"choose a problem: python -m pnp.solve +problem=<{'|'.join(available('problem'))}>")
     image = cfg.image

@@ -20,13 +20,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pnp.cli import EXIT_DIVERGED, entry, failed_in_sweep, log, user_errors
-from pnp.config import apply_tuned, build_denoiser, build_problem, denoiser_sigma, guarantee_of, label
+from pnp.config import apply_tuned, build_denoiser, build_problem, check_keys, denoiser_sigma, guarantee_of, label
 from pnp.outputs import write_run
 from pnp.runtime import resolve_device, resolve_dtype, seed_everything
 
 
 def solve(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything from ``cfg``, run the scheme and write the outputs into ``run_dir``."""
+    check_keys(cfg)
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     seed_everything(cfg.seed, device)
     problem = build_problem(cfg, device, dtype)

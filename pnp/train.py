@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pnp import weights
 from pnp.cli import entry, log, user_errors
+from pnp.config import check_keys
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
@@ -69,6 +70,7 @@ def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, histor
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``."""
+    check_keys(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name

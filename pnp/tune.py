@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.cli import entry, log, user_errors
-from pnp.config import TUNED, build_denoiser, denoiser_sigma, guarantee_of, tuned_path
+from pnp.config import TUNED, build_denoiser, check_keys, denoiser_sigma, guarantee_of, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
 from pnp.problems import Problem
@@ -126,6 +126,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.tune.param != "denoiser.sigma" or not cfg.denoiser.get("blind"),
         f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",
     )
+    check_keys(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     problem = validation_problem(cfg, device)

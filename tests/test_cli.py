@@ -188,6 +188,8 @@ def test_no_problem_lists_the_problems():
             ["error: step size"],
         ),
         (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
+        (["+problem=deblur", "seed=abc"], ["error: seed must be an integer, got 'abc'"]),
+        (["+problem=deblur", "image.gray=maybe"], ["error: image.gray must be true or false"]),
         (["+problem=deblur", "denoiser=euler", "denoiser.sigma=0.1"], ["error: denoiser euler is blind", "theta"]),
         (["+problem=deblur", "denoiser=tv", "denoiser.sigma=-1"], ["error: denoiser.sigma must be", "> 0"]),
         (["+problem=deblur", "denoiser=tv", "denoiser.sigma=nan"], ["error: denoiser.sigma must be"]),
