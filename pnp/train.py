@@ -7,6 +7,7 @@ measured Lipschitz values, sha256) into the run directory; ``ship=true`` copies 
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,10 @@ def lipschitz_record(
     }
 
 
-def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, history: list) -> dict:
+def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, history: list, best: dict | None) -> dict:
     return {
         "step": step,
+        "best": best,  # select=best: the weights of the best validation PSNR so far, and their step
         "model": model.state_dict(),
         "optim": opt.state_dict(),
         "sched": sched.state_dict(),
@@ -92,7 +94,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     val_clean, val_noisy = validation_pairs(split, cfg.data.val_size, cfg.data.val_sigma, cfg.seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(f * cfg.steps) for f in cfg.optim.milestones], 0.1)
-    start, history, elapsed = 0, [], 0.0
+    check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
+    start, history, elapsed, best = 0, [], 0.0, None
     ckpt = run_dir / "checkpoint.pt"
     if cfg.resume:
         check(ckpt.is_file(), f"resume=true but there is no checkpoint at {ckpt}")
@@ -104,6 +107,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
         start, history, elapsed = state["step"], state["history"], state.get("elapsed", 0.0)
+        best = state.get("best")
     model.train()
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name)
@@ -122,17 +126,27 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if done % cfg.val_every == 0 or done == cfg.steps:
             psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
             history.append({"step": done, "val_psnr": psnr, **logs})
+            if cfg.select == "best" and (best is None or psnr > best["val_psnr"]):
+                best = {"step": done, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
         bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             weights.save_atomic(
-                {**checkpoint_state(done, model, opt, sched, sampler, history), "elapsed": time.perf_counter() - t0},
+                {
+                    **checkpoint_state(done, model, opt, sched, sampler, history, best),
+                    "elapsed": time.perf_counter() - t0,
+                },
                 ckpt,
             )
     wall = time.perf_counter() - t0
+    selected = cfg.steps
+    if best is not None:  # early stopping on the validation images (never on a test image)
+        model.load_state_dict(best["model"])
+        selected, psnr = best["step"], best["val_psnr"]
     record = {
         "name": name,
         "recipe": HydraConfig.get().runtime.choices["recipe"] if HydraConfig.initialized() else None,
         "steps": cfg.steps,
+        "selected_step": selected,  # the step whose weights these are (select=best: the best validation PSNR)
         "wall_time_s": wall,
         "device": str(device),
         "torch": torch.__version__,

@@ -245,3 +245,22 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     resumed, uninterrupted = (torch.load(d / "fne_dncnn.pt") for d in (killed, straight))
     for key, value in uninterrupted.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_select_best_ships_the_weights_of_the_best_validation_step(tmp_path):
+    """Early stopping on the validation images: ``select=best`` keeps the best validation PSNR's weights (and says
+    which step they are from); the default keeps the last step's."""
+    args = ["denoiser=crr", "steps=6", "select=best", *TINY_NET["crr"], *TINY_TRAIN, f"hydra.run.dir={tmp_path}"]
+    proc = run("pnp.train", *args, "optim.lr=0.3")  # too large a step: the validation PSNR peaks at step 2
+    manifest = json.loads((tmp_path / "crr.json").read_text())
+    scores = {h["step"]: h["val_psnr"] for h in manifest["history"]}
+    best_step = max(scores, key=scores.get)
+    assert manifest["selected_step"] == best_step and manifest["val_psnr"] == scores[best_step], proc.stdout
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    shipped = weights.load(tmp_path / "crr.pt").state_dict()
+    assert best_step != 6 and not all(torch.equal(shipped[k], last[k]) for k in last)
+
+
+def test_select_last_is_the_default(tiny_runs):
+    manifest = json.loads((tiny_runs["dncnn"] / "dncnn.json").read_text())
+    assert manifest["selected_step"] == manifest["steps"] == 4
