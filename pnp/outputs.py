@@ -37,6 +37,11 @@ def iterations_to_tol(c: torch.Tensor, tol: float) -> torch.Tensor:
     return torch.where(stays > 0, c.shape[0] - stays + 1, torch.zeros_like(stays))
 
 
+def batch_ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per image, the SSIM of ``x`` clipped to [0, 1] against ``ref``: [B]."""
+    return SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), ref.float()).flatten()
+
+
 @dataclass
 class RunSummary:
     """One run's figures per batch element, the one summary of the command line (metrics.json) and the benchmarks.
@@ -61,7 +66,7 @@ class RunSummary:
         up = None if h.objective is None else largest_increase(h.objective)
         return RunSummary(
             psnr=batch_psnr(x, ref).tolist(),
-            ssim=SSIM(max_pixel=1.0)(x.float(), ref.float()).flatten().tolist(),
+            ssim=batch_ssim(x, ref).tolist(),
             converged=(its > 0).tolist(),
             iterations_to_tol=its.tolist(),
             residual_monotone=(rise <= MONOTONE_SLACK).tolist(),
@@ -154,8 +159,8 @@ def write_history(path: Path, history: History) -> None:
 
 
 def ssim(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """Batch-mean SSIM of ``x`` clipped to [0, 1] against ``ref``."""
-    return float(SSIM(max_pixel=1.0)(x.clamp(0, 1).float(), ref.float()).mean())
+    """Batch-mean :func:`batch_ssim`."""
+    return float(batch_ssim(x, ref).mean())
 
 
 def quality(psnr_db: float, ssim_value: float) -> str:

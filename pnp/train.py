@@ -73,6 +73,7 @@ def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, histor
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``."""
     check_keys(cfg)
+    check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
@@ -94,7 +95,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     val_clean, val_noisy = validation_pairs(split, cfg.data.val_size, cfg.data.val_sigma, cfg.seed, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(f * cfg.steps) for f in cfg.optim.milestones], 0.1)
-    check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
     start, history, elapsed, best = 0, [], 0.0, None
     ckpt = run_dir / "checkpoint.pt"
     if cfg.resume:

@@ -190,48 +190,45 @@ class RidgeRegularizer(Denoiser):
     # -- R, ∇R ---------------------------------------------------------------------------------------------
     def splines(self, rho: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """(slopes, ψ'(t_j), ψ(t_j)) of ψ = ψ⁺ − ρψ⁻ as tables [1 or B, C, ·]: both splines share their knots, so
-        the weakly convex potential is one spline per batch element (one lookup instead of two)."""
+        the weakly convex potential is one spline per batch element (one lookup instead of two); and ψ'' beyond the
+        knots, [1, C, 1, 1]: the end slope of ψ⁺ (ψ⁻' is constant there)."""
         tables = [t.to(dtype).unsqueeze(0) for t in self.plus.tables()]
+        tail = tables[0][0, :, -1].view(1, -1, 1, 1)
         if self.minus is None:
-            return tuple(tables)
+            return *tables, tail
         r = rho.view(-1, 1, 1)
-        return tuple(a - r * b.to(dtype) for a, b in zip(tables, self.minus.tables(), strict=True))
+        return *(a - r * b.to(dtype) for a, b in zip(tables, self.minus.tables(), strict=True)), tail
 
     def inside(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(segment j, offset d) of u = clamp(t, −r, r) and the excess e = t − u beyond the knots."""
         u = t.clamp(-self.plus.radius, self.plus.radius)
         return *self.plus.locate(u), t - u
 
-    def tail_slope(self, dtype: torch.dtype) -> torch.Tensor:
-        """ψ'' beyond the knots, [1, C, 1, 1]: the end slope of ψ⁺ (ψ⁻' is constant there)."""
-        return self.plus.tables()[0][:, -1].to(dtype).view(1, -1, 1, 1)
-
     def activation(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """ψ'(t) = ψ⁺'(t) − ρψ⁻'(t); beyond [−r, r] ψ⁺' extends linearly and ψ⁻' is constant (so ψ⁻ grows at most
         linearly and R_σ stays bounded below where ψ' ≥ 0 at the knots' ends, :meth:`bounded_below`)."""
-        s, c, _ = self.splines(rho, t.dtype)
+        s, c, _, tail = self.splines(rho, t.dtype)
         j, d, e = self.inside(t)
-        return lookup(c, j) + lookup(s, j) * d + self.tail_slope(t.dtype) * e
+        return lookup(c, j) + lookup(s, j) * d + tail * e
 
     def potential(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """ψ(t) = ψ⁺(t) − ρψ⁻(t), exact: on the segment of u = clamp(t, −r, r), ψ(t_j) + d ψ'(t_j) + ½ s_j d², then
         beyond it ψ(u) + e ψ'(u) + ½ s⁺_end e² (e = t − u)."""
-        s, c, p = self.splines(rho, t.dtype)
+        s, c, p, tail = self.splines(rho, t.dtype)
         j, d, e = self.inside(t)
         slope = lookup(c, j) + lookup(s, j) * d
         inner = lookup(p, j) + d * (lookup(c, j) + 0.5 * lookup(s, j) * d)
-        return inner + e * (slope + 0.5 * self.tail_slope(t.dtype) * e)
+        return inner + e * (slope + 0.5 * tail * e)
 
     def bounded_below(self, sigma: float | torch.Tensor | None) -> bool:
         """Whether R_σ is bounded below, the condition the nonconvex convergence theorems need (F = f + R_σ/γ
         bounded below): ψ is even and bounded on [−r, r], and beyond it ψ'(t) = ψ'(r) + s⁺_end (t − r), so R_σ is
         bounded below iff in every channel s⁺_end > 0 or ψ'(r) ≥ 0. Always true for the convex model."""
         with torch.no_grad():
-            values = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
-            like = torch.zeros(values.numel(), 1, 1, 1, dtype=torch.float64, device=self.log_lam.device)
-            rho = self.scales(values.to(like.device), like)[2]
-            _, c, _ = self.splines(rho, torch.float64)
-            return bool(((self.tail_slope(torch.float64).flatten() > 0) | (c[..., -1] >= 0)).all())
+            values = torch.as_tensor(sigma, dtype=torch.float64, device=self.log_lam.device).reshape(-1)
+            rho = self.scales(values, values.view(-1, 1, 1, 1))[2]
+            _, c, _, tail = self.splines(rho, torch.float64)
+            return bool(((tail.flatten() > 0) | (c[..., -1] >= 0)).all())
 
     def gradient(
         self, x: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, rho: torch.Tensor, op: FourierConv

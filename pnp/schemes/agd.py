@@ -11,8 +11,8 @@
 with one addition (``restart=True``), per batch element: where z_{k+1} is rejected the momentum restarts (the next
 extrapolation starts from x_{k+1} with t = 1, so y_{k+1} = x_{k+1}): the function-value restart of O'Donoghue &
 Candès (Found. Comput. Math. 2015), which restores linear convergence where F is locally strongly convex instead of
-the oscillating tail of plain momentum. It only changes y, so the
-monotonicity and the convergence results above hold unchanged.
+the oscillating tail of plain momentum. It only changes y, so the monotonicity and the convergence results above
+hold unchanged.
 
 F(x_k) never increases (where neither step decreases F in floating point, x_k is kept and c_k = 0 ends the run).
 Convex F (CRR-NN): F(x_k) − F* = O(1/k²); nonconvex F (WCRR-NN): every accumulation point is a critical point (Li &
@@ -138,7 +138,7 @@ class AGD(Scheme):
         fz, big_fz = self.objective(ctx, z, az)
         step = (z - y).flatten(1).pow(2).sum(1)
         accept = big_fz <= s.objective - self.decrease / s.alpha.flatten() * step
-        x, ax, fx, big_fx, t = z, az, fz, big_fz, s.t
+        x, ax, fx, big_fx, t, x_prev, ax_prev = z, az, fz, big_fz, s.t, s.x, s.ax
         if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill, and a restart
             v = s.x - s.alpha * self.gradient(ctx, s.x, s.ax)
             av = ctx.physics.A(v)
@@ -151,12 +151,9 @@ class AGD(Scheme):
             pairs = ((x, s.x), (ax, s.ax), (big_fx, s.objective))
             x, ax, big_fx = (torch.where(per_element(stay, u), w, u) for u, w in pairs)
             fx = torch.where(stay, ctx.fidelity.d.fn(s.ax.double(), ctx.y.double()), fx)
-            if not self.restart:
-                return State(x, s.x, z, ax, s.ax, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
-            # restart: z and x_{k} of the next extrapolation set to x_{k+1}, t to 1 (y_{k+1} = x_{k+1})
-            r, ra = per_element(~accept, x), per_element(~accept, ax)  # A x may not be image-shaped (CS, CT)
-            z, az = torch.where(r, x, z), torch.where(ra, ax, az)
-            x_prev, ax_prev = torch.where(r, x, s.x), torch.where(ra, ax, s.ax)
-            t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
-            return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
-        return State(x, s.x, z, ax, s.ax, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
+            if self.restart:  # z and x_k of the next extrapolation set to x_{k+1}, t to 1 (y_{k+1} = x_{k+1})
+                r, ra = per_element(~accept, x), per_element(~accept, ax)  # A x may not be image-shaped (CS, CT)
+                z, az = torch.where(r, x, z), torch.where(ra, ax, az)
+                x_prev, ax_prev = torch.where(r, x, s.x), torch.where(ra, ax, s.ax)
+                t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
+        return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
