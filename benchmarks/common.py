@@ -32,7 +32,7 @@ def bm3d_available() -> bool:
 
 
 def denoiser(name: str, sigma: float | None = None, device: str = "cpu", theta: float | None = None):
-    """(denoiser, strength) from ``configs/denoiser/<name>.yaml``; ``sigma`` and ``theta`` override the config's."""
+    """(denoiser, strength) from ``pnp/configs/denoiser/<name>.yaml``; ``sigma`` and ``theta`` override the config's."""
     overrides = () if sigma is None else (f"denoiser.sigma={sigma}",)
     overrides += () if theta is None else (f"denoiser.theta={theta}",)
     return compose_denoiser(name, torch.device(device), overrides)

@@ -3,10 +3,10 @@
     python benchmarks/quality.py [--problems a,b] [--priors a,b] [--max-iter 300] [--max-iter-agd 2000]
                                 [--size N] [--count N] [--out DIR]
 
-Problems (their configs in ``configs/problem``): Gaussian deblurring (σ_blur 1.6, noise 0.01) and motion deblurring
+Problems (their configs in ``pnp/configs/problem``): Gaussian deblurring (σ_blur 1.6, noise 0.01) and motion deblurring
 (31×31 kernel, noise 0.01) at 256², CT (90 angles, noise 0.01, FBP start) at 128², compressed sensing with 25 % dense
 Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². Every prior runs at the strength that
-``python -m pnp.tune`` chose on the *validation* images (``configs/tuned/<problem>_<prior>.yaml``, see
+``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
 γ = 1/‖A‖², at most ``--max-iter`` iterations, tol 1e-5 on c_k (the explicit ridge priors: the scheme their config
 selects, monotone accelerated gradient on the same objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per

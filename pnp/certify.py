@@ -151,7 +151,7 @@ def table(cert: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="certify")
+@hydra.main(version_base="1.3", config_path="configs", config_name="certify")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run_dir = Path(HydraConfig.get().runtime.output_dir)

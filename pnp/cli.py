@@ -38,7 +38,7 @@ log = logging.getLogger("pnp")
 
 
 class ConsoleFormatter(logging.Formatter):
-    """The console's format (``configs/hydra/job_logging/pnp.yaml``): a message as it is, a warning or an error
+    """The console's format (``pnp/configs/hydra/job_logging/pnp.yaml``): a message as it is, a warning or an error
     as ``warning: …`` / ``error: …``."""
 
     def format(self, record: logging.LogRecord) -> str:

@@ -20,7 +20,7 @@ from pnp.images import load_image
 from pnp.problems import DEFAULT_KERNEL_SIZE, Problem
 from pnp.schemes import Scheme
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: in the wheel too
 TUNED = CONFIGS / "tuned"  # <problem>_<denoiser>.yaml written by ``pnp.tune tune.ship=true``
 
 
@@ -98,7 +98,7 @@ def composed(*overrides: str) -> DictConfig:
 
 
 def compose_denoiser(name: str, device: torch.device, overrides: tuple[str, ...] = ()) -> tuple[Denoiser, float | None]:
-    """A denoiser of ``configs/denoiser/<name>.yaml`` with its strength, outside any Hydra run (scripts)."""
+    """A denoiser of ``pnp/configs/denoiser/<name>.yaml`` with its strength, outside any Hydra run (scripts)."""
     cfg = composed(f"denoiser={name}", *overrides)
     return build_denoiser(cfg, device, torch.float32), denoiser_sigma(cfg)
 
@@ -112,7 +112,7 @@ class TunedDenoiser(NamedTuple):
 
 
 def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tuple[str, ...] = ()) -> TunedDenoiser:
-    """A denoiser of ``configs/denoiser/<name>.yaml`` at its tuned strength for the problem config ``problem``,
+    """A denoiser of ``pnp/configs/denoiser/<name>.yaml`` at its tuned strength for the problem config ``problem``,
     with its strength, class and scheme, outside any Hydra run (scripts, benchmarks)."""
     cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
@@ -134,7 +134,7 @@ def tuned_path(cfg: DictConfig, folder: Path = TUNED) -> Path | None:
 
 
 def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), folder: Path = TUNED) -> Path | None:
-    """Set the denoiser's tuned strength from ``configs/tuned/<problem>_<denoiser>.yaml`` when that file exists,
+    """Set the denoiser's tuned strength from ``pnp/configs/tuned/<problem>_<denoiser>.yaml`` when that file exists,
     except for the keys given in ``overrides`` (the command line wins). Returns the file used."""
     path = tuned_path(cfg, folder)
     if path is None or not path.is_file():

@@ -78,7 +78,7 @@ def summary(m: dict[str, Any]) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="solve")
+@hydra.main(version_base="1.3", config_path="configs", config_name="solve")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     with user_errors():

@@ -164,7 +164,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         run_dir = Path(HydraConfig.get().runtime.output_dir)

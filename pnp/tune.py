@@ -6,7 +6,7 @@ between ``tune.low`` and ``tune.high``, then on finer grids around the best valu
 the configured scheme on the validation images (:data:`pnp.data.VALIDATION`, never a test image) as one batch at the
 problem's image size and scores the mean PSNR of the result; a run that diverges or that no convergence theorem
 covers (under ``strict``) scores −inf. The choice, the whole search and the settings go to ``tune.json`` in the run
-directory; ``tune.ship=true`` writes ``configs/tuned/<problem>_<denoiser>.yaml``, which ``pnp.solve`` then uses
+directory; ``tune.ship=true`` writes ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which ``pnp.solve`` then uses
 by default for that problem and denoiser (a value on the command line still wins).
 """
 
@@ -102,7 +102,7 @@ def search(cfg: DictConfig, problem: Problem, evaluations: list[dict[str, Any]])
 
 
 def tuned_file(cfg: DictConfig) -> Path:
-    """Where ``tune.ship`` writes: ``tune.dir`` (default ``configs/tuned``)/<problem>_<denoiser>.yaml."""
+    """Where ``tune.ship`` writes: ``tune.dir`` (default ``pnp/configs/tuned``)/<problem>_<denoiser>.yaml."""
     return tuned_path(cfg, Path(cfg.tune.dir) if cfg.tune.dir else TUNED)
 
 
@@ -146,7 +146,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="tune")
+@hydra.main(version_base="1.3", config_path="configs", config_name="tune")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         record = tune(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tune every prior's strength per problem on the validation images (coins, moon) and ship the choices into
-# configs/tuned/<problem>_<prior>.yaml, where `python -m pnp.solve +problem=<p> denoiser=<d>` picks them up.
+# pnp/configs/tuned/<problem>_<prior>.yaml, where `python -m pnp.solve +problem=<p> denoiser=<d>` picks them up.
 # The whole search of each pair is kept in benchmarks/results/tuning/<problem>_<prior>/tune.json.
 #   bash scripts/tune_defaults.sh [problems] [priors]     e.g.  bash scripts/tune_defaults.sh "deblur ct" "tv crr"
 # Each search: 5 values on a log grid, then 5 around the best at half the log spacing (9 runs of PnP-PGD, 300

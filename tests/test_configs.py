@@ -1,4 +1,4 @@
-"""Every YAML file in configs/ composes, and every object in it instantiates."""
+"""Every YAML file in pnp/configs/ composes, and every object in it instantiates."""
 
 from __future__ import annotations
 

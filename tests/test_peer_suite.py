@@ -1,5 +1,6 @@
 """The generic denoiser checks (deepinv's own denoiser tests, adapted) over every configured denoiser: each file in
-``configs/denoiser/`` joins automatically, built exactly as ``pnp.solve`` builds it (shipped weights, θ relaxation)."""
+``pnp/configs/denoiser/`` joins automatically, built exactly as ``pnp.solve`` builds it (shipped weights,
+θ relaxation)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pnp.problems import deblur
 x = load_image("camera", size=64)
 problem = deblur(x, seed=0)  # Gaussian blur σ = 1.6, noise 0.01
 
-# configs/denoiser/crr.yaml + configs/tuned/deblur_crr.yaml: the network, its σ, its declared class and its scheme
+# pnp/configs/denoiser/crr.yaml + pnp/configs/tuned/deblur_crr.yaml: the network, its σ, declared class, scheme
 tuned = tuned_denoiser("crr", "deblur", x.device)
 print(f"denoiser crr at {tuned.label}, class {tuned.guarantee.kind}, scheme {type(tuned.scheme).__name__}")
 

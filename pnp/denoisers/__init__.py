@@ -1,6 +1,6 @@
 """Denoisers: every one is a ``deepinv.models.Denoiser`` (forward(x, sigma) on [B, C, H, W]).
 
-The training-free priors (TV, wavelet soft-thresholding, BM3D) are deepinv's, built from ``configs/denoiser``.
+The training-free priors (TV, wavelet soft-thresholding, BM3D) are deepinv's, built from ``pnp/configs/denoiser``.
 This package adds the learned ones — the unconstrained / firmly nonexpansive :class:`DnCNN`, the 1-Lipschitz
 :class:`EulerNet`, the learned proximal network :class:`LPN`, the convex / weakly convex ridge regularizers
 :class:`RidgeRegularizer` (CRR-NN, WCRR-NN; their forward is an exact prox) — and two wrappers:
