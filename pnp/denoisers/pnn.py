@@ -1,0 +1,215 @@
+"""Proximal neural network: the dual forward-backward algorithm unrolled (Le, Repetti, Pustelnik, "PNN: from proximal
+algorithms to robust unfolded image denoising networks and Plug-and-Play methods", arXiv 2308.03139, 2023).
+
+For x̂ = argmin_x ½‖x − z‖² + g(Lx), the dual forward-backward iteration (Combettes, Dũng, Vũ 2010)
+
+    u_k = prox_{τ g*}(u_{k−1} − τ L(Lᵀ u_{k−1} − z)),   u_0 = 0,      x_k = z − Lᵀ u_k
+
+converges to x̂ = prox_{g∘L}(z) for τ ∈ (0, 2/‖L‖²). The network runs K such layers with learned convolutions
+L_k (``channels`` → ``features``, k×k, zero padding; Lᵀ the transposed convolution) and returns x = z − L_Kᵀ u_K;
+``shared=True`` uses one (L, τ, λ) for every layer: K iterations of the algorithm itself.
+
+* Steps: τ_k = (2 − margin)·sigmoid(t_k)/B_k², B_k ≥ ‖L_k‖ the certified bound of
+  :func:`pnp.lipschitz.conv_norm_bound` (every image size): inside the algorithm's range by construction.
+* Nonlinearity: prox_{τ_k g*}(v) = λ ϱ(v/λ), ϱ = prox_φ an activation of :mod:`pnp.activations`, so that
+  τ_k g*(u) = λ²φ(u/λ). The default :class:`~pnp.activations.Clip` gives g = λ‖·‖₁: g* is the indicator of
+  [−λ, λ] and its prox the clip, the dual of soft-thresholding by Moreau's identity
+  prox_{τg*}(v) = v − τ prox_{g/τ}(v/τ). Bounded activations (Tanh, Arctan, ISRU) give smoothed ℓ1 penalties g.
+* Strength: λ_{k,c}(σ) = exp(a_{k,c}) (σ/σ_ref)^{exp(b_{k,c})} per layer and feature channel: log λ is affine in
+  log σ with a positive slope, so λ grows with σ (and D → Id as σ → 0). σ is a float, one value per image [B], or a
+  noise-level map [B, 1, H, W] (one per image channel for a gray network on colour images), λ then varying over
+  pixels.
+
+Guarantees. For fixed weights each layer is one dual forward-backward step, and with shared weights the output tends
+(K → ∞) to prox_{g∘L}(z), which is firmly nonexpansive. With finitely many, different L_k neither holds.
+:meth:`PNN.lipschitz_bound` certifies, for every σ and activation: with δ differences between two inputs,
+δu_k = D_k(A_k δu_{k−1} + τ_k L_k δz), D_k diagonal in [0, 1] (ϱ nondecreasing and 1-Lipschitz) and
+A_k = I − τ_k L_k L_kᵀ of norm ≤ 1 (τ_k B_k² < 2), so ‖δu_k‖ ≤ ‖δu_{k−1}‖ + τ_k B_k ‖δz‖; and
+δx = (I − τ_K L_Kᵀ D_K L_K) δz − L_Kᵀ D_K A_K δu_{K−1} with the first operator of norm ≤ 1, hence
+
+    Lip(z ↦ x) ≤ 1 + B_K Σ_{k<K} τ_k B_k.
+
+This layer-wise certificate grows linearly with K, where the product of the per-layer norms of the same network
+written on (u, z) (the tutorial's certificate) grows geometrically. It exceeds 1 for K > 1: the class is "none",
+measured by :mod:`pnp.certify`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from deepinv.models import Denoiser
+from torch import nn
+
+from pnp.activations import Activation, Clip, build
+from pnp.denoisers.cache import weights_key
+from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.equivariant import is_map
+from pnp.errors import check
+from pnp.lipschitz import conv_norm_bound
+
+SIGMA_REF = 25 / 255  # λ(σ) is parametrised around this noise level
+NORM_GRID = 64  # Fourier grid of the certified ‖L_k‖ bound (loses < 0.5 % for 3×3 kernels, < 2 % for 5×5)
+
+
+@dataclass(frozen=True)
+class Layers:
+    """A :class:`PNN`'s K layers at one input z and strength σ: what its forward pass and lifted Bregman training
+    (:class:`pnp.losses.LiftedBregman`) share. Layer k (0-based) maps u_{k−1} to u_k = λ_kϱ(v_k/λ_k),
+    v_k = u_{k−1} − τ_kL_k(L_kᵀu_{k−1} − z), from u_{−1} = 0; the output is z − L_{K−1}ᵀu_{K−1}."""
+
+    z: torch.Tensor  # [B, C, H, W]
+    weight: torch.Tensor  # [1 or K, F, C, k, k]: L_k is the convolution with weight[k], L_kᵀ its transpose
+    tau: torch.Tensor  # [1 or K] steps τ_k
+    norms: torch.Tensor  # [1 or K] certified bounds B_k ≥ ‖L_k‖
+    log_threshold: torch.Tensor  # [1 or K, F] a: λ_k(σ_ref) = e^a
+    power: torch.Tensor  # [1 or K, F] e^b: λ_k ∝ σ^{e^b}
+    log_sigma: torch.Tensor  # log(σ/σ_ref), [B, 1, 1, 1] or [B, 1, H, W]
+    activation: Activation
+    count: int  # K
+
+    def index(self, k: int) -> int:
+        """The row of the parameters of layer k (0 for every layer of a shared network)."""
+        return 0 if self.weight.shape[0] == 1 else k
+
+    def analysis(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """L_k x: image [B, C, H, W] → features [B, F, H, W]."""
+        w = self.weight[self.index(k)]
+        return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+    def synthesis(self, k: int, u: torch.Tensor) -> torch.Tensor:
+        """L_kᵀ u: features → image."""
+        w = self.weight[self.index(k)]
+        return F.conv_transpose2d(u, w, padding=w.shape[-1] // 2)
+
+    def gradient_step(self, k: int, u: torch.Tensor, z: torch.Tensor | float) -> torch.Tensor:
+        """u − τ_kL_k(L_kᵀu − z): the layer's input v_k from u = u_{k−1} and z = the image; A_k u = (I − τ_kL_kL_kᵀ)u
+        for z = 0."""
+        return u - self.tau[self.index(k)] * self.analysis(k, self.synthesis(k, u) - z)
+
+    def threshold(self, k: int) -> torch.Tensor:
+        """λ_k(σ) = exp(a_k + e^{b_k} log(σ/σ_ref)), [B, F, 1, 1] or [B, F, H, W]."""
+        i = self.index(k)
+        return torch.exp(self.log_threshold[i].view(1, -1, 1, 1) + self.power[i].view(1, -1, 1, 1) * self.log_sigma)
+
+    def activate(self, k: int, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, u): the normalised activation y = ϱ(v/λ_k) ∈ dom φ and the layer's output u = λ_ky = prox_{τ_kg*}(v)."""
+        lam = self.threshold(k)
+        y = self.activation(v / lam)
+        return y, lam * y
+
+    def start(self) -> torch.Tensor:
+        """u_{−1} = 0, [B, F, H, W]."""
+        return self.z.new_zeros(self.z.shape[0], self.weight.shape[1], *self.z.shape[-2:])
+
+    def output(self, u: torch.Tensor) -> torch.Tensor:
+        """x = z − L_{K−1}ᵀ u from the last layer's output u."""
+        return self.z - self.synthesis(self.count - 1, u)
+
+
+class PNN(Denoiser):
+    """x = z − L_Kᵀu_K after K dual forward-backward layers u_k = λϱ(v_k/λ), v_k = u_{k−1} − τ_kL_k(L_kᵀu_{k−1} − z)."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        features: int = 32,
+        kernel_size: int = 3,
+        layers: int = 15,
+        shared: bool = False,
+        activation: Activation | dict[str, Any] | None = None,
+        margin: float = 0.02,
+    ) -> None:
+        super().__init__()
+        check(kernel_size >= 3 and kernel_size % 2 == 1, f"kernel_size must be odd and >= 3, got {kernel_size}")
+        check(layers >= 1 and features >= 1, f"layers and features must be >= 1, got {layers} and {features}")
+        check(0 < margin < 2, f"margin must be in (0, 2), got {margin}")
+        n = 1 if shared else layers
+        w = torch.randn(n, features, channels, kernel_size, kernel_size)
+        w = w - w.mean(dim=(-2, -1), keepdim=True)  # zero-mean filters: the prior starts blind to constant images
+        self.weight = nn.Parameter(w / torch.linalg.vector_norm(w, dim=(-3, -2, -1), keepdim=True))
+        self.step = nn.Parameter(torch.zeros(n))  # t_k: τ_k = (2 − margin) sigmoid(t_k) / B_k²
+        self.log_threshold = nn.Parameter(torch.full((n, features), math.log(SIGMA_REF)))  # a: λ(σ_ref) = e^a
+        self.log_power = nn.Parameter(torch.zeros(n, features))  # b: λ ∝ σ^{e^b}
+        if isinstance(activation, dict):
+            activation = build(activation)
+        self.activation = activation if activation is not None else Clip()
+        self.channels, self.layers, self.shared, self.margin = channels, layers, shared, margin
+        self.config = {
+            "channels": channels,
+            "features": features,
+            "kernel_size": kernel_size,
+            "layers": layers,
+            "shared": shared,
+            "activation": self.activation.spec(),
+            "margin": margin,
+        }
+        self._norms: torch.Tensor | None = None  # eval mode: the certified bounds of the weights of ``_norms_key``
+        self._norms_key: tuple = ()
+
+    def norms(self) -> torch.Tensor:
+        """B_k ≥ ‖L_k‖ for every image size, [1 or K]: differentiable in training, cached in eval mode until the
+        weights change (:func:`pnp.denoisers.cache.weights_key`)."""
+        if self.training:
+            return torch.stack([conv_norm_bound(w, NORM_GRID, detach=False) for w in self.weight])
+        key = weights_key(self.weight)
+        if self._norms is None or key != self._norms_key:
+            with torch.no_grad():
+                self._norms = torch.stack([conv_norm_bound(w, NORM_GRID) for w in self.weight])
+            self._norms_key = key
+        return self._norms
+
+    def steps(self, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """τ_k = (2 − margin) sigmoid(t_k) / B_k² < 2/‖L_k‖², [1 or K] (B_k: ``norms``, default :meth:`norms`)."""
+        return (2 - self.margin) * torch.sigmoid(self.step) / (self.norms() if norms is None else norms) ** 2
+
+    def log_sigma(self, sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """log(σ/σ_ref) as [B, 1, 1, 1], or [B, 1, H, W] for a noise-level map."""
+        if not is_map(sigma):
+            return torch.log(noise_levels(sigma, x, "the PNN") / SIGMA_REF).view(-1, 1, 1, 1)
+        m = sigma.to(x.dtype).reshape(-1, 1, *sigma.shape[-2:])
+        check(
+            m.shape[-2:] == x.shape[-2:] and x.shape[0] % m.shape[0] == 0,
+            f"a sigma map of shape {tuple(sigma.shape)} does not fit images of shape {tuple(x.shape)}",
+        )
+        check(bool((m > 0).all()) and bool(torch.isfinite(m).all()), "sigma maps must be finite and > 0")
+        return torch.log(m.repeat_interleave(x.shape[0] // m.shape[0], dim=0) / SIGMA_REF)
+
+    def unroll(self, z: torch.Tensor, sigma: float | torch.Tensor | None) -> Layers:
+        """The layers at the input ``z`` [B, channels, H, W] and strength σ (steps and norms computed once)."""
+        norms = self.norms()
+        return Layers(
+            z,
+            self.weight.to(z.dtype),
+            self.steps(norms).to(z.dtype),
+            norms.to(z.dtype),
+            self.log_threshold.to(z.dtype),
+            self.log_power.exp().to(z.dtype),
+            self.log_sigma(sigma, z),
+            self.activation,
+            self.layers,
+        )
+
+    @channelwise
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        net = self.unroll(x, sigma)
+        u = net.start()
+        for k in range(self.layers):
+            u = net.activate(k, net.gradient_step(k, u, x))[1]
+        return net.output(u)
+
+    def lipschitz_bound(self) -> float:
+        """Certified Lip(z ↦ x) ≤ 1 + B_K Σ_{k<K} τ_k B_k, for every σ (see the module docstring)."""
+        with torch.no_grad():
+            norms, tau = self.norms().double(), self.steps().double()
+            per_layer = (tau * norms).expand(self.layers)
+            return float(1 + norms[-1] * per_layer[:-1].sum())
+
+    def layer_bound(self) -> dict[str, float]:
+        """What :mod:`pnp.certify` reports: the certificate and max_k τ_k B_k² (< 2 − margin by construction)."""
+        with torch.no_grad():
+            return {"lip_D": self.lipschitz_bound(), "max_tau_bound2": float((self.steps() * self.norms() ** 2).max())}

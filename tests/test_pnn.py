@@ -1,0 +1,133 @@
+"""The proximal neural network (unrolled dual forward-backward): shapes and σ forms, the exact prox in the limit of
+shared layers, steps inside the algorithm's bound, the Lipschitz certificate against measured values, strength
+monotone in σ, gradients, and the manifest round trip."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from pnp.activations import Tanh
+from pnp.denoisers import PNN
+from pnp.denoisers.pnn import SIGMA_REF
+from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
+
+
+def image(channels: int = 1, batch: int = 2, height: int = 17, width: int = 23, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(batch, channels, height, width, generator=g, dtype=dtype)
+
+
+def network(seed: int = 0, **kwargs) -> PNN:
+    torch.manual_seed(seed)
+    return PNN(**{"features": 8, "layers": 6, **kwargs}).eval()
+
+
+@pytest.mark.parametrize(("channels", "net_channels"), [(1, 1), (3, 1), (3, 3)])
+def test_shapes_dtypes_and_the_forms_of_sigma(channels, net_channels):
+    den = network(channels=net_channels)
+    x = image(channels)
+    with torch.no_grad():
+        out = den(x, 0.05)
+        per_image = den(x, torch.tensor([0.05, 0.05]))
+        constant_map = den(x, torch.full((2, 1, 17, 23), 0.05))
+        varying = den(x, torch.cat([torch.full((2, 1, 17, 11), 0.01), torch.full((2, 1, 17, 12), 0.2)], dim=-1))
+        out64 = den.double()(x.double(), 0.05)
+    assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(per_image, out)
+    torch.testing.assert_close(constant_map, out)
+    assert not torch.allclose(varying, out, atol=1e-3)
+    if net_channels == 1 and channels == 3:  # one σ map per image channel, for a gray network on colour images
+        with torch.no_grad():
+            torch.testing.assert_close(den.float()(x, torch.full((2, 3, 17, 23), 0.05)), out)
+
+
+def test_shared_layers_converge_to_the_exact_prox_of_the_l1_analysis_prior():
+    """K → ∞ shared layers: prox_{λ‖L·‖₁}(z), against Chambolle-Pock run to convergence on the same problem."""
+    den = network(features=4, layers=1000, shared=True).double()
+    lam = 0.05
+    with torch.no_grad():
+        den.step.fill_(3.0)  # τB² ≈ 1.9: the dual forward-backward's fast end
+        den.log_threshold.fill_(math.log(lam))  # λ(σ_ref) = λ
+    z = image(batch=1, height=12, width=12, dtype=torch.float64)
+    w = den.weight[0].detach()
+    step = 0.99 / float(den.norms()[0])  # primal and dual steps with στ‖L‖² < 1
+    x, x_bar, y = z.clone(), z.clone(), torch.zeros(1, 4, 12, 12, dtype=torch.float64)
+    for _ in range(5000):
+        y = (y + step * F.conv2d(x_bar, w, padding=1)).clamp(-lam, lam)
+        x_next = (x - step * F.conv_transpose2d(y, w, padding=1) + step * z) / (1 + step)
+        x_bar, x = 2 * x_next - x, x_next
+    with torch.no_grad():
+        out = den(z, SIGMA_REF)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-8)
+    den.layers = 10  # a few layers are not there yet
+    with torch.no_grad():
+        assert (den(z, SIGMA_REF) - x).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_steps_stay_inside_the_algorithms_bound_for_any_weights(seed):
+    den = network(seed, kernel_size=5)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        den.weight.mul_(10 ** (4 * torch.rand(6, 1, 1, 1, 1, generator=g) - 2))  # norms over four decades
+        den.step.copy_(torch.tensor([-20.0, -1.0, 0.0, 1.0, 5.0, 20.0]))
+    tau, bounds = den.steps(), den.norms()
+    for k in range(6):
+        power = conv_spectral_norm(den.weight[k].detach(), size=32)[0]
+        assert power <= bounds[k] and tau[k] * power**2 < 2
+    assert (tau * bounds**2 <= 2 - den.margin + 1e-6).all() and (tau > 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"layers": 1}, {"shared": True}, {"activation": Tanh()}], ids=["init", "one", "shared", "tanh"]
+)
+def test_the_certificate_bounds_the_measured_lipschitz_constant(kwargs):
+    den = network(**kwargs)
+    with torch.no_grad():
+        den.step.fill_(4.0)  # steps near 2/B²: the layers' worst case
+    x = image(batch=2, height=16, width=16)
+    bound = den.lipschitz_bound()
+    for sigma in (0.01, 0.1, 1.0):
+        measured = jacobian_spectral_norm(lambda v, s=sigma: den(v, s), x, n_iter=100, tol=1e-5).norm.max()
+        assert measured <= bound
+    if den.layers == 1:
+        assert bound == 1.0  # x = z − τLᵀD L z: nonexpansive
+    assert den.layer_bound()["lip_D"] == bound and den.layer_bound()["max_tau_bound2"] < 2 - den.margin + 1e-6
+
+
+def test_a_larger_sigma_moves_the_output_further_from_the_input():
+    x = image()
+    sigmas = (0.002, 0.01, 0.03, 0.1, 0.3)
+    for den in (network(features=32, layers=15), network(features=4, layers=300, shared=True)):
+        with torch.no_grad():
+            moves = [float((den(x, s) - x).norm()) for s in sigmas]
+        # nondecreasing up to rounding (λ large enough leaves the nonlinearity idle: the move saturates)
+        assert all(a <= b * (1 + 1e-5) for a, b in itertools.pairwise(moves)), moves
+        assert moves[0] < moves[2] < moves[3] and moves[0] < 0.5 * moves[-1], moves
+
+
+def test_backward_reaches_every_parameter_in_training_mode():
+    den = network().train()
+    x = image()
+    loss = (den(x, torch.tensor([0.02, 0.1])) - x.flip(-1)).square().mean()
+    loss.backward()
+    for name, p in den.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_the_config_rebuilds_the_network_as_a_manifest_and_hydra_do():
+    den = network(activation=Tanh(), shared=True)
+    again = PNN(**den.config)  # what pnp.weights.load does: the activation comes back from its spec
+    again.load_state_dict(den.state_dict())
+    x = image()
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x, 0.05), den(x, 0.05))
+    built = instantiate({"_target_": "pnp.denoisers.PNN", "activation": {"_target_": "pnp.activations.Tanh"}})
+    assert isinstance(built.activation, Tanh)
