@@ -13,6 +13,7 @@ import difflib
 import functools
 import logging
 import re
+import runpy
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
@@ -88,14 +89,15 @@ def groups_of(cfg: DictConfig) -> list[str]:
 
 
 class Composer:
-    """Composes ``config_name`` with overrides; ``added`` are groups that enter with ``+`` (``+problem=``)."""
+    """Composes ``config_name`` with overrides; ``added`` are groups that enter with ``+`` (``+problem=``);
+    ``searchpath`` are the command line's ``hydra.searchpath=[…]`` overrides (a user's own config folders)."""
 
-    def __init__(self, config_name: str, added: tuple[str, ...]) -> None:
-        self.config_name, self.added = config_name, added
+    def __init__(self, config_name: str, added: tuple[str, ...], searchpath: tuple[str, ...] = ()) -> None:
+        self.config_name, self.added, self.searchpath = config_name, added, searchpath
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(self.config_name, overrides=overrides, return_hydra_config=True)
+            return compose(self.config_name, overrides=[*self.searchpath, *overrides], return_hydra_config=True)
 
     @functools.cached_property
     def base(self) -> DictConfig:
@@ -168,6 +170,7 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     if any(OTHER_MODES.match(a) for a in argv):
         return None
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    searchpath = tuple(a for a in argv if a.lstrip("+~").startswith("hydra.searchpath="))
     for arg in overrides:
         match = re.fullmatch(r"\+?([A-Za-z_]\w*)=(null|None)", arg)
         if match and (CONFIGS / match.group(1)).is_dir():
@@ -176,7 +179,7 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}"
-    composer = Composer(config_name, added)
+    composer = Composer(config_name, added, searchpath)
     groups = composer.groups()
     for o in parsed:  # `+group=option` of another entry point composes (our groups are global packages): refuse it
         if o.is_add() and (CONFIGS / o.key_or_group).is_dir() and o.key_or_group not in groups:
@@ -222,12 +225,9 @@ def help_text(composer: Composer, summary: str) -> str:
     return "\n".join(lines)
 
 
-#: (overrides, message) of the runs of this process's sweep that diverged (Hydra's basic launcher runs them here)
+#: (overrides, message) of the diverged runs of this process's sweep, read from the sweep folder by
+#: :class:`pnp.sweep.DivergedRuns` after the sweep, whatever the launcher
 SWEEP_FAILURES: list[tuple[str, str]] = []
-
-
-def failed_in_sweep(overrides: str, message: str) -> None:
-    SWEEP_FAILURES.append((overrides, message))
 
 
 def sweep_report() -> str:
@@ -250,3 +250,29 @@ def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = (
     if SWEEP_FAILURES:  # after the sweep: on stderr only (each run's own log has its warning)
         print(f"error: {sweep_report()}", file=sys.stderr)
         sys.exit(EXIT_DIVERGED)
+
+
+def run_as_main(module: str) -> None:
+    """Run ``pnp.<module>`` exactly as ``python -m pnp.<module>`` does (its ``__main__`` block, with the module's file
+    as ``sys.argv[0]``): the console scripts ``pnp-<module>`` are this, so they behave as the module does."""
+    runpy.run_module(f"pnp.{module}", run_name="__main__", alter_sys=True)
+
+
+def solve() -> None:
+    """``pnp-solve``: ``python -m pnp.solve``."""
+    run_as_main("solve")
+
+
+def train() -> None:
+    """``pnp-train``: ``python -m pnp.train``."""
+    run_as_main("train")
+
+
+def tune() -> None:
+    """``pnp-tune``: ``python -m pnp.tune``."""
+    run_as_main("tune")
+
+
+def certify() -> None:
+    """``pnp-certify``: ``python -m pnp.certify``."""
+    run_as_main("certify")

@@ -5,6 +5,7 @@ scripts); nothing here reads the command line.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,7 +18,8 @@ from pnp.denoisers.relaxed import Relaxed
 from pnp.errors import check
 from pnp.guarantees import Guarantee, equivariant, relaxed
 from pnp.images import load_image
-from pnp.problems import DEFAULT_KERNEL_SIZE, Problem
+from pnp.io import DATA_SUFFIXES, IMAGE_SUFFIXES, files_in, image_tensor, read_data
+from pnp.problems import DEFAULT_KERNEL_SIZE, Measured, Problem
 from pnp.schemes import Scheme
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: in the wheel too
@@ -30,7 +32,7 @@ def available(group: str) -> list[str]:
 
 #: the entry points' own keys of a fixed type (the objects' keys are checked where they are built, with their ranges)
 FLAGS = ("strict", "plots", "sweep_fails_on_divergence", "ship", "resume", "image.gray", "monitor.progress")
-INTEGERS = ("seed", "steps", "image.size")
+INTEGERS = ("seed", "steps", "image.size", "batch_size")
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -45,11 +47,99 @@ def check_keys(cfg: DictConfig) -> None:
         check(value is None or integer, f"{key} must be an integer, got {value!r}")
 
 
-def build_problem(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> Problem:
+def check_problem(cfg: DictConfig) -> None:
     check("problem" in cfg, f"choose a problem: python -m pnp.solve +problem=<{'|'.join(available('problem'))}>")
-    image = cfg.image
-    x = load_image(image.name, image.path, image.size, image.gray, image.fit, device=device, dtype=dtype)
-    return instantiate(cfg.problem, x=x, seed=cfg.seed)
+
+
+def read_measurement(path: str | Path, cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The measurement in ``path`` as [1, …] (an image [1, C, H, W], colour to gray with ``image.gray``; a sinogram
+    [1, 1, detectors, angles]; a vector [1, m]), values as stored (8/16-bit images scaled to [0, 1])."""
+    return image_tensor(read_data(path, "measurement"), cfg.image.gray, device, dtype)
+
+
+def measured_problem(cfg: DictConfig, y: torch.Tensor, x: torch.Tensor | None = None) -> Problem:
+    """The problem of the measurements ``y`` [B, …], its operator rebuilt for an image of (C, H, W) = (1 or 3 with
+    ``image.gray``, ``image.size``, ``image.size``) where y does not fix it; ``x``: an optional ground truth."""
+    size = cfg.image.size
+    shape = None if size is None else (1 if cfg.image.gray else 3, size, size)
+    return instantiate(cfg.problem, x=x, measured=Measured(y, shape), seed=cfg.seed)
+
+
+def warm_start(problem: Problem, path: str) -> Problem:
+    """``problem`` started from the image saved at ``path`` (a reconstruction: npy, pt, tif or png) instead of its
+    configured initialisation; it must have the image's shape."""
+    a = read_data(path, "init")
+    x0 = image_tensor(a, False, problem.x0.device, problem.x0.dtype)
+    want = "×".join(map(str, problem.x0.shape[1:]))
+    check(x0.shape == problem.x0.shape, f"init {path} holds an array of shape {a.shape}, the image is {want}")
+    return dataclasses.replace(problem, x0=x0)
+
+
+def build_problem(cfg: DictConfig, device: torch.device, dtype: torch.dtype) -> Problem:
+    """The problem of ``cfg``: simulated from ``image.name`` or ``image.path``; or the measurement of
+    ``measurement.path``, with ``image.path`` (read as it is, no resizing) as an optional ground truth; started from
+    ``init.path`` when given."""
+    check_problem(cfg)
+    image, measurement = cfg.image, cfg.measurement
+    if measurement.path is None:
+        x = load_image(image.name, image.path, image.size, image.gray, image.fit, device=device, dtype=dtype)
+        problem = instantiate(cfg.problem, x=x, seed=cfg.seed)
+    else:
+        y = read_measurement(measurement.path, cfg, device, dtype)
+        truth = None
+        if image.path is not None:
+            truth = load_image(None, image.path, None, image.gray, "none", device=device, dtype=dtype)
+        problem = measured_problem(cfg, y, truth)
+    return problem if cfg.init.path is None else warm_start(problem, cfg.init.path)
+
+
+class Group(NamedTuple):
+    """Files of a folder solved as one batch: their names and their data [B, …] on the CPU (clean images for
+    ``image.folder``, measurements for ``measurement.folder``)."""
+
+    names: list[str]
+    data: torch.Tensor
+
+
+def folder_kind(cfg: DictConfig) -> str | None:
+    """``image`` or ``measurement`` when ``image.folder`` or ``measurement.folder`` is set (one of them), else None."""
+    image, measurement = cfg.image.get("folder"), cfg.measurement.get("folder")
+    check(image is None or measurement is None, "give image.folder or measurement.folder, not both")
+    kind = "image" if image is not None else "measurement" if measurement is not None else None
+    if kind is not None:
+        for key in ("image.path", "measurement.path", "init.path"):
+            check(OmegaConf.select(cfg, key) is None, f"{key} is for one image: give it or {kind}.folder, not both")
+    return kind
+
+
+def folder_groups(cfg: DictConfig, kind: str, dtype: torch.dtype) -> list[Group]:
+    """Every file of ``<kind>.folder`` (in name order) read and checked, grouped by the size of its image (a folder's
+    images may differ in size unless ``image.size`` fits them to one) in the order of first appearance, each group
+    cut into batches of at most ``batch_size``."""
+    check_problem(cfg)
+    size = cfg.batch_size
+    check(isinstance(size, int) and size >= 1, f"batch_size must be a positive integer, got {size!r}")
+    image, cpu = cfg.image, torch.device("cpu")
+    if kind == "image":
+        files = files_in(image.folder, IMAGE_SUFFIXES, "image.folder")
+        data = [load_image(None, str(f), image.size, image.gray, image.fit, device=cpu, dtype=dtype) for f in files]
+    else:
+        files = files_in(cfg.measurement.folder, DATA_SUFFIXES, "measurement.folder")
+        data = [read_measurement(f, cfg, cpu, dtype) for f in files]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(data):
+        by_shape.setdefault(tuple(t.shape), []).append(i)
+    return [
+        Group([files[i].stem for i in chunk], torch.cat([data[i] for i in chunk]))
+        for members in by_shape.values()
+        for chunk in (members[j : j + size] for j in range(0, len(members), size))
+    ]
+
+
+def batch_problem(cfg: DictConfig, kind: str, group: Group, device: torch.device) -> Problem:
+    """The problem of a :class:`Group`: simulated from its clean images, or of its measurements."""
+    data = group.data.to(device)
+    return instantiate(cfg.problem, x=data, seed=cfg.seed) if kind == "image" else measured_problem(cfg, data)
 
 
 def denoiser_sigma(cfg: DictConfig) -> float | None:
@@ -152,6 +242,8 @@ def problem_label(cfg: DictConfig) -> str:
     p, name = cfg.problem, cfg.problem._target_.rsplit(".", 1)[-1]
     if name != "deblur":
         return name
+    if p.get("kernel_path"):
+        return f"deblur({Path(p.kernel_path).name})"
     if p.kernel == "gaussian":
         return f"deblur(gaussian σ={p.blur_sigma:g})"
     size = p.kernel_size or DEFAULT_KERNEL_SIZE.get(p.kernel)

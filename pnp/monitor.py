@@ -11,6 +11,7 @@ whether to stop, and once at the end. Elapsed times on CUDA come from CUDA event
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class History:
     stagnated: bool = False
     tol: float = 0.0  # the monitor's tolerance on c_k
     returned: list[int] = field(default_factory=list)  # per element, k of the returned x_k (n unless it diverged)
+    #: per element: converged, diverged (blew up), stagnated or max_iter; and the rows recorded until it stopped
+    outcome: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
 
     @property
     def iterations(self) -> int:
@@ -51,6 +55,31 @@ class History:
         rows = torch.tensor(self.returned) - 1
         picked = values[rows.clamp_min(0), torch.arange(values.shape[1])]
         return torch.where(rows >= 0, picked, torch.full_like(picked, math.nan))
+
+    def element(self, b: int) -> History:
+        """Batch element ``b`` as the history of a run of its own: its columns up to the row where it stopped, its
+        returned iterate and outcome; the message is the batch's, prefixed with the element's outcome."""
+        n, outcome = self.stopped[b], self.outcome[b]
+
+        def one(values: torch.Tensor | None) -> torch.Tensor | None:
+            return None if values is None else values[:n, b : b + 1]
+
+        return dataclasses.replace(
+            self,
+            residual=one(self.residual),
+            rel_residual=one(self.rel_residual),
+            psnr=one(self.psnr),
+            fidelity=one(self.fidelity),
+            objective=one(self.objective),
+            time_s=self.time_s[:n],
+            converged=outcome == "converged",
+            diverged=outcome in ("diverged", "stagnated"),
+            stagnated=outcome == "stagnated",
+            message=f"element {b}: {outcome} (the batch: {self.message})",
+            returned=[self.returned[b]],
+            outcome=[outcome],
+            stopped=[n],
+        )
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per iteration, batch-averaged (the CSV layout)."""
@@ -128,6 +157,8 @@ class ConvergenceMonitor:
         self._active = torch.ones(b, dtype=torch.bool, device=x0.device)  # elements still iterating
         self.frozen = False  # some element stopped: the scheme keeps its state as it was (see ``active``)
         self._returned: list[int | None] = [None] * b  # per element: k of its result x_k, once it stopped
+        self._stopped: list[int | None] = [None] * b  # per element: the rows recorded until it stopped
+        self._outcome: list[str] = []
         self._blew_up: list[bool] = [False] * b
         self._cuda = x0.device.type == "cuda"
         self._times = torch.zeros(n, dtype=torch.float64)
@@ -201,6 +232,8 @@ class ConvergenceMonitor:
             self.keep_last_good(start, blowup, bad_l)
         for j in (j for j in range(b) if done_l[j]):
             self._returned[j] = k + 1
+        for j in (j for j in range(b) if done_l[j] or bad_l[j]):
+            self._stopped[j] = k + 1
         if any(bad_l) or any(done_l):
             self._active, self.frozen = self._active & ~bad & ~done, True
         self._recent = [self._latest]
@@ -226,6 +259,11 @@ class ConvergenceMonitor:
         b = len(self._returned)
         blown = [j for j in range(b) if self._blew_up[j]]
         converged = [j for j in range(b) if self._returned[j] is not None and not self._blew_up[j]]
+        stalled = self.stagnated(k)
+        self._outcome = [
+            "diverged" if j in blown else "converged" if j in converged else "stagnated" if stalled[j] else "max_iter"
+            for j in range(b)
+        ]
         if blown:
             self.diverged = True
             at = ", ".join(f"{self._returned[j] + 1}" for j in blown)
@@ -243,7 +281,7 @@ class ConvergenceMonitor:
             counts = sorted({self._returned[j] for j in converged})
             per = "" if len(counts) == 1 else f" (per element: {[self._returned[j] for j in range(b)]})"
             self._stop_message = f"converged in {counts[-1]} iterations (c_k < {self.tol:g}){per}"
-        elif self.stagnated(k):
+        elif any(stalled):
             self.diverged = self.stalled = True
             self._stop_message = (
                 f"stagnated: after {k + 1} iterations c_k never fell below {self.stagnation:g}× its first value "
@@ -255,14 +293,14 @@ class ConvergenceMonitor:
                 f"; elements {converged} converged before" if converged else ""
             )
 
-    def stagnated(self, k: int) -> bool:
-        """Some element's c_k stayed ≥ ``stagnation`` × c_1 over the last quarter of a run of ≥
+    def stagnated(self, k: int) -> list[bool]:
+        """Per element: its c_k stayed ≥ ``stagnation`` × c_1 over the last quarter of a run of ≥
         ``MIN_STAGNATION_ITERS`` iterations (one host read, at the end of the run only)."""
         if k + 1 < MIN_STAGNATION_ITERS:
-            return False
+            return [False] * self._residual.shape[1]
         first = self._residual[0]
         tail = self._residual[(3 * (k + 1)) // 4 : k + 1].amin(dim=0)
-        return bool(((tail >= self.stagnation * first) & (first > 0)).any())
+        return ((tail >= self.stagnation * first) & (first > 0)).tolist()
 
     def good_iterate(self) -> torch.Tensor:
         """The result: each element's last iterate, except for elements that diverged, which get their last iterate
@@ -295,4 +333,6 @@ class ConvergenceMonitor:
             stagnated=self.stalled,
             tol=self.tol,
             returned=[n if r is None else r for r in self._returned],
+            outcome=list(self._outcome),
+            stopped=[n if r is None else r for r in self._stopped],
         )

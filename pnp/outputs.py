@@ -1,4 +1,6 @@
-"""What a solve writes into its run directory: metrics.json, history.csv and the two figures."""
+"""What a solve writes into its run directory: metrics.json, history.csv, the reconstruction (npy, float TIFF, 8-bit
+PNG), the initialisation (npy) and the two figures; for a folder of images, one such folder per image beside
+metrics.json (one row per image) and summary.csv."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 from deepinv.loss.metric import SSIM
 
+from pnp.io import write_array, write_reconstruction
 from pnp.monitor import History, largest_increase
 from pnp.plotting import Panel, error_map, plot_curves, plot_reconstruction
 from pnp.problems import Problem
@@ -45,12 +48,13 @@ def batch_ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 @dataclass
 class RunSummary:
     """One run's figures per batch element, the one summary of the command line (metrics.json) and the benchmarks.
-    converged: c_k < tol at the last iteration (what stops the monitor); iterations_to_tol: the first iteration from
-    which c_k stays below tol; residual_monotone: c_k never rose after ``MONOTONE_AFTER`` iterations (relative slack
-    ``MONOTONE_SLACK``); objective_monotone: F(x_k) never rose (explicit priors, slack ``OBJECTIVE_SLACK``)."""
+    psnr, ssim: None without a ground truth; converged: c_k < tol at the last iteration (what stops the monitor);
+    iterations_to_tol: the first iteration from which c_k stays below tol; residual_monotone: c_k never rose after
+    ``MONOTONE_AFTER`` iterations (relative slack ``MONOTONE_SLACK``); objective_monotone: F(x_k) never rose
+    (explicit priors, slack ``OBJECTIVE_SLACK``)."""
 
-    psnr: list[float]
-    ssim: list[float]
+    psnr: list[float] | None
+    ssim: list[float] | None
     converged: list[bool]
     iterations_to_tol: list[int]
     residual_monotone: list[bool]
@@ -65,8 +69,8 @@ class RunSummary:
         rise = largest_increase(h.rel_residual, MONOTONE_AFTER)
         up = None if h.objective is None else largest_increase(h.objective)
         return RunSummary(
-            psnr=batch_psnr(x, ref).tolist(),
-            ssim=batch_ssim(x, ref).tolist(),
+            psnr=None if ref is None else batch_psnr(x, ref).tolist(),
+            ssim=None if ref is None else batch_ssim(x, ref).tolist(),
             converged=(its > 0).tolist(),
             iterations_to_tol=its.tolist(),
             residual_monotone=(rise <= MONOTONE_SLACK).tolist(),
@@ -87,17 +91,23 @@ class RunSummary:
 
 
 def metrics(problem: Problem, result: Result) -> dict[str, Any]:
-    """Quality and convergence figures of a run: batch means and, from :class:`RunSummary`, per image."""
+    """Quality and convergence figures of a run: batch means and, from :class:`RunSummary`, per image. Without a
+    ground truth the quality keys (PSNR, SSIM) are left out."""
     x, ref, h = result.x, problem.x_true, result.history
-    same_shape = problem.y.shape == ref.shape
     s = RunSummary.of(problem, result)
+    quality = {}
+    if ref is not None:
+        quality = {
+            "psnr_observation": psnr(problem.y, ref) if problem.y.shape == ref.shape else None,
+            "psnr_init": psnr(problem.x0, ref),
+            "psnr": psnr(x, ref),
+            "ssim": sum(s.ssim) / len(s.ssim),
+            "psnr_per_image": s.psnr,
+            "psnr_of": "the result clipped to [0, 1] (as history.csv and the figure)",
+        }
+    estimate = {} if problem.noise_estimate is None else {"noise_sigma_estimate": problem.noise_estimate}
     return {
-        "psnr_observation": psnr(problem.y, ref) if same_shape else None,
-        "psnr_init": psnr(problem.x0, ref),
-        "psnr": psnr(x, ref),
-        "ssim": sum(s.ssim) / len(s.ssim),
-        "psnr_per_image": s.psnr,
-        "psnr_of": "the result clipped to [0, 1] (as history.csv and the figure)",
+        **quality,
         "iterations": h.iterations,
         "returned_iteration": h.returned,
         "converged": all(s.converged) and not h.diverged,
@@ -111,6 +121,7 @@ def metrics(problem: Problem, result: Result) -> dict[str, Any]:
         "stepsize": result.stepsize,
         "operator_norm": problem.norm,
         "guarantee": None if result.verdict is None else result.verdict.as_dict(),
+        **estimate,
         **monotonicity(h),
     }
 
@@ -151,6 +162,11 @@ def json_safe(m: dict[str, Any]) -> dict[str, Any]:
     return {**out, "non_finite": sorted(set(found))} if found else out
 
 
+def write_json(path: Path, m: dict[str, Any]) -> None:
+    """``m`` as strict JSON (:func:`json_safe`: no NaN/Infinity literals)."""
+    path.write_text(json.dumps(json_safe(m), indent=2, default=str, allow_nan=False))
+
+
 def write_history(path: Path, history: History) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, restval="")
@@ -169,26 +185,31 @@ def quality(psnr_db: float, ssim_value: float) -> str:
 
 def reconstruction_panels(problem: Problem, result: Result, m: dict[str, Any]) -> list[Panel]:
     """Ground truth | observation | initialisation (only when it is not the observation) | result, with PSNR and
-    SSIM in the titles; an observation of another shape (sinogram, CS vector) is shown as a measurement."""
+    SSIM in the titles; an observation of another shape (sinogram, CS vector) is shown as a measurement. Without a
+    ground truth: observation | initialisation | result, without PSNR and SSIM."""
     ref, y, x0 = problem.x_true, problem.y, problem.x0
-    obs = m["psnr_observation"]
-    panels = [
-        Panel("ground truth", ref),
-        Panel(f"observation\n{quality(obs, ssim(y, ref))}", y)
-        if obs is not None
-        else Panel(f"observation\nmeasurements {tuple(y.shape[1:])}", y, is_image=False),
-    ]
+    obs = m.get("psnr_observation")
+
+    def titled(name: str, image: torch.Tensor, psnr_db: float | None) -> str:
+        return name if ref is None or psnr_db is None else f"{name}\n{quality(psnr_db, ssim(image, ref))}"
+
+    panels = [] if ref is None else [Panel("ground truth", ref)]
+    if y.shape == x0.shape:
+        panels.append(Panel(titled("observation", y, obs), y))
+    else:
+        panels.append(Panel(f"observation\nmeasurements {tuple(y.shape[1:])}", y, is_image=False))
     if x0.shape != y.shape or not torch.equal(x0, y):
-        panels.append(Panel(f"initialisation\n{quality(m['psnr_init'], ssim(x0, ref))}", x0))
+        panels.append(Panel(titled("initialisation", x0, m.get("psnr_init")), x0))
     state = " (DIVERGED)" if m["diverged"] else ""
-    panels.append(Panel(f"result{state}\n{quality(m['psnr'], m['ssim'])}", result.x))
+    scored = "" if ref is None else f"\n{quality(m['psnr'], m['ssim'])}"
+    panels.append(Panel(f"result{state}{scored}", result.x))
     return panels
 
 
 def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, Any], title: str) -> None:
-    """reconstruction.png (:func:`reconstruction_panels` and the error map, with the zoomed inset where the error
-    is largest) and convergence.png."""
-    error = error_map(result.x, problem.x_true)
+    """reconstruction.png (:func:`reconstruction_panels` and, with a ground truth, the error map, with the zoomed
+    inset where the error is largest) and convergence.png."""
+    error = None if problem.x_true is None else error_map(result.x, problem.x_true)
     plot_reconstruction(run_dir / "reconstruction.png", reconstruction_panels(problem, result, m), error)
     rows = result.history.rows()
     curve = {key: [r[key] for r in rows] for key in ("iter", "rel_residual")}
@@ -198,14 +219,63 @@ def write_figures(run_dir: Path, problem: Problem, result: Result, m: dict[str, 
     plot_curves(run_dir / "convergence.png", {title: curve}, title=title, diverged={title} if m["diverged"] else ())
 
 
+def image_row(name: str, shape: tuple[int, ...], batch: int, m: dict[str, Any]) -> dict[str, Any]:
+    """One image's row of a folder run (metrics.json's ``images``, summary.csv) from its :func:`metrics` (``shape``:
+    the image's (C, H, W)); PSNR and SSIM only with a ground truth."""
+    scores = {k: m[k] for k in ("psnr_init", "psnr", "ssim") if k in m}
+    estimate = {"noise_sigma_estimate": m["noise_sigma_estimate"][0]} if "noise_sigma_estimate" in m else {}
+    return {
+        "name": name,
+        "size": f"{shape[-2]}x{shape[-1]}",
+        "channels": shape[0],
+        "batch": batch,
+        **scores,
+        "iterations": m["iterations"],
+        "returned_iteration": m["returned_iteration"][0],
+        "converged": m["converged"],
+        "diverged": m["diverged"],
+        "stagnated": m["stagnated"],
+        "final_rel_residual": m["final_rel_residual"],
+        **estimate,
+    }
+
+
+def write_folder(run_dir: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """A folder run's metrics.json (``images``: one row per image, in name order; the counts; ``extra``) and
+    summary.csv (the rows)."""
+    rows = sorted(rows, key=lambda r: r["name"])
+    diverged = [r["name"] for r in rows if r["diverged"]]
+    converged = sum(r["converged"] for r in rows)
+    message = f"converged on {converged} of {len(rows)} images" + (
+        f"; diverged on {len(diverged)}: {', '.join(diverged)}" if diverged else ""
+    )
+    m = {
+        "images": rows,
+        "count": len(rows),
+        "converged": converged == len(rows),
+        "diverged": bool(diverged),
+        "message": message,
+        **extra,
+    }
+    write_json(run_dir / "metrics.json", m)
+    with (run_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return m
+
+
 def write_run(
     run_dir: Path, problem: Problem, result: Result, extra: dict[str, Any], title: str, plots: bool = True
 ) -> dict[str, Any]:
-    """Write metrics.json, history.csv and (with ``plots``) reconstruction.png and convergence.png."""
+    """Write one image's metrics.json, history.csv, reconstruction.npy/.tif/_8bit.png, init.npy and (with ``plots``)
+    reconstruction.png and convergence.png."""
     run_dir.mkdir(parents=True, exist_ok=True)
     m = {**metrics(problem, result), **extra}
-    (run_dir / "metrics.json").write_text(json.dumps(json_safe(m), indent=2, default=str, allow_nan=False))
+    write_json(run_dir / "metrics.json", m)
     write_history(run_dir / "history.csv", result.history)
+    write_reconstruction(run_dir, result.x)
+    write_array(run_dir / "init.npy", problem.x0)
     if plots:
         write_figures(run_dir, problem, result, m, title)
     return m

@@ -30,6 +30,8 @@ INSET_COLOUR = "#ffcc00"
 ERROR_CMAP = "magma"
 #: the error map's colour range ends at this quantile of the error (the colour bar says so with its arrow)
 ERROR_QUANTILE = 0.995
+#: the convergence figure's width (inches) for 1, 2 or 3 panels
+PANEL_WIDTHS = {1: 5.5, 2: 10.5, 3: 15.0}
 DIVERGED_MARK = {"marker": "x", "markersize": 9, "markeredgewidth": 2.2, "zorder": 5}
 
 
@@ -205,16 +207,19 @@ def curves_figure(
     styles: Mapping[str, Mapping] | None = None,
     diverged: Collection[str] = (),
 ) -> Figure:
-    """c_k = ‖x_k − x_{k−1}‖/‖x_0‖ (log scale) and PSNR against the iteration, one line per run (``styles``: line
-    keyword arguments per run, e.g. colour and line style); a third panel with the relative objective gap when a run
-    has an explicit objective (key ``objective``). The runs named in ``diverged`` are drawn, marked with an 'x' at
-    their last point and "(diverged)" in the legend, and cut at the PSNR axis, whose limits they do not set."""
+    """c_k = ‖x_k − x_{k−1}‖/‖x_0‖ (log scale) and PSNR against the iteration (when some run has a PSNR: a ground
+    truth), one line per run (``styles``: line keyword arguments per run, e.g. colour and line style); a panel with
+    the relative objective gap when a run has an explicit objective (key ``objective``). The runs named in
+    ``diverged`` are drawn, marked with an 'x' at their last point and "(diverged)" in the legend, and cut at the
+    PSNR axis, whose limits they do not set."""
     styles = styles or {}
     gaps = {label: objective_gap(c.get("objective")) for label, c in curves.items()}
     explicit = any(g is not None for g in gaps.values())
-    fig, axes = plt.subplots(1, 3 if explicit else 2, figsize=(15 if explicit else 10.5, 4.2), layout="constrained")
-    ax_c, ax_p = axes[0], axes[1]
     psnr = {label: list(c["psnr"]) for label, c in curves.items() if c.get("psnr") is not None and len(c["psnr"])}
+    count = 1 + bool(psnr) + explicit
+    fig, axes = plt.subplots(1, count, figsize=(PANEL_WIDTHS[count], 4.2), layout="constrained", squeeze=False)
+    axes = list(axes[0])
+    ax_c, ax_p, ax_f = axes[0], axes[1] if psnr else None, axes[-1] if explicit else None
     limits = psnr_limits([(v, label in diverged) for label, ys in psnr.items() for v in ys])
     handles = []
     for label, curve in curves.items():
@@ -227,17 +232,16 @@ def curves_figure(
             ax_p.plot(curve["iter"], psnr[label], **style)
             drawn.append((ax_p, psnr[label], limits))
         if gaps[label] is not None:
-            axes[2].semilogy(curve["iter"], gaps[label], **style)
-            drawn.append((axes[2], gaps[label], None))
+            ax_f.semilogy(curve["iter"], gaps[label], **style)
+            drawn.append((ax_f, gaps[label], None))
         if label in diverged:
             for ax, ys, lim in drawn:
                 mark_end(ax, curve["iter"], ys, line.get_color(), lim)
-    if limits is not None:
-        ax_p.set_ylim(limits)
     ax_c.set(xlabel="iteration k", ylabel=r"$c_k=\|x_k-x_{k-1}\|/\|x_0\|$", title="fixed-point residual")
-    ax_p.set(xlabel="iteration k", ylabel="PSNR (dB)", title="PSNR against ground truth")
-    if explicit:
-        axes[2].set(
+    if ax_p is not None:
+        ax_p.set(xlabel="iteration k", ylabel="PSNR (dB)", title="PSNR against ground truth", ylim=limits)
+    if ax_f is not None:
+        ax_f.set(
             xlabel="iteration k",
             ylabel=r"$(F(x_k)-\min_j F(x_j))/|\min_j F(x_j)|$",
             title="objective (explicit priors)",

@@ -1,5 +1,6 @@
 """Summaries of a Hydra multirun folder: summary.csv, summary.md, the overlaid convergence curves and, for a swept
-number, final PSNR and iterations against it."""
+number, final PSNR and iterations against it; and the sweep's diverged runs, read from the folder whatever the
+launcher (:class:`DivergedRuns`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from pnp.cli import SWEEP_FAILURES
 from pnp.config import problem_label
 from pnp.errors import check
 from pnp.plotting import Point, curves_figure, parameter_figure, save
@@ -58,17 +62,47 @@ def job_order(path: Path) -> tuple:
     return len(path.parts), [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path))]
 
 
+def metrics_files(folder: Path) -> list[Path]:
+    """The metrics.json of every run below ``folder``, in job order; a folder run (``image.folder=``: its
+    metrics.json lists ``images``) counts as its images, each with its own metrics.json and history.csv."""
+    files = sorted(folder.rglob("metrics.json"), key=job_order)
+    return [f for f in files if "images" not in json.loads(f.read_text())]
+
+
+def job_overrides(job: Path) -> list[str]:
+    """The command-line overrides of the job in ``job`` (none outside a Hydra run); an image of a folder run: its
+    run's, and ``image=<its folder's name>``."""
+    for hydra_dir, extra in ((job / ".hydra", []), (job.parent / ".hydra", [f"image={job.name}"])):
+        overrides = hydra_dir / "overrides.yaml"
+        if overrides.exists():
+            return [*(yaml.safe_load(overrides.read_text()) or []), *extra]
+    return []
+
+
 def collect(folder: Path) -> list[Run]:
     """Every run below ``folder`` that wrote metrics.json, in job order."""
     check(folder.is_dir(), f"not a folder: {folder}")
-    runs = []
-    for metrics in sorted(folder.rglob("metrics.json"), key=job_order):
-        job = metrics.parent
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        runs.append(Run(job, list(overrides or []), json.loads(metrics.read_text()), read_history(job / "history.csv")))
+    runs = [
+        Run(m.parent, job_overrides(m.parent), json.loads(m.read_text()), read_history(m.parent / "history.csv"))
+        for m in metrics_files(folder)
+    ]
     check(bool(runs), f"no runs (metrics.json) found under {folder}")
     return runs
+
+
+class DivergedRuns(Callback):
+    """Hydra callback (``pnp/configs/hydra/callbacks/pnp.yaml``): after a ``-m`` sweep, in the launching process and
+    whatever the launcher (joblib's workers and submitit's jobs report nothing to it), the sweep folder's diverged
+    runs whose config says ``sweep_fails_on_divergence`` become :data:`pnp.cli.SWEEP_FAILURES`, which
+    :func:`pnp.cli.entry` lists before it exits with status 3."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failures = []
+        for path in metrics_files(Path(config.hydra.sweep.dir)):
+            m = json.loads(path.read_text())
+            if m.get("diverged") and m.get("config", {}).get("sweep_fails_on_divergence"):
+                failures.append((" ".join(job_overrides(path.parent)), m["message"]))
+        SWEEP_FAILURES[:] = failures
 
 
 def varying_overrides(runs: list[Run]) -> list[str]:
@@ -147,7 +181,7 @@ def parameter_groups(runs: list[Run], axes: dict[str, list[str | None]], key: st
     groups: dict[str, list[Point]] = {}
     for i, r in enumerate(runs):
         label = " ".join(f"{k}={v[i]}" for k, v in axes.items() if k != key) or key
-        psnr = r.metrics["psnr"]  # null in metrics.json when not finite
+        psnr = r.metrics.get("psnr")  # null when not finite, absent without a ground truth
         point = Point(
             number(axes[key][i]), math.nan if psnr is None else psnr, r.metrics["iterations"], r.metrics["diverged"]
         )

@@ -122,6 +122,15 @@ def write_tuned(path: Path, cfg: DictConfig, best: dict[str, Any]) -> None:
 def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check("problem" in cfg, "choose a problem: python -m pnp.tune +problem=<deblur|ct|cs> denoiser=<name>")
     check(cfg.tune.param in PARAMS, f"tune.param must be one of {PARAMS}, got {cfg.tune.param!r}")
+    given = [
+        k
+        for k in ("measurement.path", "measurement.folder", "image.folder", "init.path", "image.path")
+        if OmegaConf.select(cfg, k) is not None
+    ]
+    check(
+        not given,
+        f"tuning runs on the validation images (simulated, scored against their truth): drop {', '.join(given)}",
+    )
     check(
         cfg.tune.param != "denoiser.sigma" or not cfg.denoiser.get("blind"),
         f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",

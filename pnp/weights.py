@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from deepinv.models import Denoiser
-from hydra.utils import get_class
 
+from pnp.denoisers import LPN, PNN, DnCNN, EulerNet, RidgeRegularizer
 from pnp.errors import ConfigError, check
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
@@ -47,8 +47,13 @@ def copy_atomic(src: Path, dst: Path) -> None:
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
-def class_path(model: torch.nn.Module) -> str:
-    return f"{type(model).__module__}.{type(model).__qualname__}"
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+#: the architectures a manifest may name (those pnp.train ships), by class path: a manifest's ``target`` is looked up
+#: here, never imported, so a manifest cannot make :func:`load` import or call anything else
+ARCHITECTURES: dict[str, type[Denoiser]] = {class_path(c): c for c in (DnCNN, EulerNet, LPN, PNN, RidgeRegularizer)}
 
 
 def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, An
     save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
     manifest = {
         "file": weights.name,
-        "target": class_path(model),
+        "target": class_path(type(model)),
         "config": model.config,
         **record,
         "sha256": sha256(weights),
@@ -69,18 +74,35 @@ def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, An
 def manifest_of(weights: Path) -> dict[str, Any]:
     file = weights.with_suffix(".json")
     check(file.is_file(), f"no manifest {file} next to the weights {weights}")
-    return json.loads(file.read_text())
+    manifest = json.loads(file.read_text())
+    check(isinstance(manifest, dict), f"manifest {file} is not a JSON object")
+    return manifest
+
+
+def architecture(manifest: dict[str, Any], weights: Path) -> type[Denoiser]:
+    """The class a manifest names, if it is one of :data:`ARCHITECTURES`, after checking its ``config`` is a dict."""
+    target = manifest.get("target")
+    known = ", ".join(ARCHITECTURES)
+    check(
+        isinstance(target, str) and target in ARCHITECTURES,
+        f"manifest of {weights} names the architecture {target!r}, which is not one of pnp's: {known}",
+    )
+    config = manifest.get("config")
+    check(isinstance(config, dict), f"manifest of {weights}: config must be a dict of arguments, not {config!r}")
+    return ARCHITECTURES[target]
 
 
 def load(weights: Path) -> Denoiser:
-    """Build the architecture recorded in the manifest and load the weights after checking their sha256."""
+    """Build the architecture recorded in the manifest (one of :data:`ARCHITECTURES`) and load the weights after
+    checking their sha256."""
     weights = Path(weights)
     manifest = manifest_of(weights)
+    cls = architecture(manifest, weights)
     expected = manifest["sha256"]
     check(weights.is_file(), f"weights file {weights} is missing (expected sha256 {expected})")
     actual = sha256(weights)
     check(actual == expected, f"weights file {weights} is corrupted: sha256 {actual}, expected {expected}")
-    model = get_class(manifest["target"])(**manifest["config"])
+    model = cls(**manifest["config"])
     try:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except RuntimeError as err:

@@ -76,3 +76,11 @@ def test_blind_denoisers_tune_theta_and_mistakes_are_one_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     values = [e["value"] for e in json.loads((tmp_path / "b" / "tune.json").read_text())["evaluations"]]
     assert max(values) <= 1.0
+
+
+def test_tuning_refuses_data_of_its_own(tmp_path):
+    """The tuner scores simulated validation images: a measurement, a folder, a warm start or an image is refused in
+    one line (it would otherwise be ignored silently)."""
+    proc = tune("+problem=deblur", "denoiser=tv", "measurement.path=blurred.png", "init.path=x.npy", run_dir=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
+    assert "measurement.path, init.path" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

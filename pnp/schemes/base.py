@@ -41,6 +41,10 @@ class Result:
     def diverged(self) -> bool:
         return self.history.diverged
 
+    def element(self, b: int) -> Result:
+        """Batch element ``b`` as the result of a run of its own (:meth:`History.element`)."""
+        return Result(self.x[b : b + 1], self.history.element(b), self.stepsize, self.verdict)
+
 
 @dataclass
 class Values:
