@@ -19,24 +19,35 @@ from pnp.schemes import AGD, PGD
 from pnp.schemes.agd import agd_verdict
 
 SIGMAS = (0.01, 0.05, 0.2)
+# (κ, concave_scale): CRR, WCRR with ψ⁻ on μ's scale, WCRR with ψ⁻ on its own scale ν
+KINDS = [(0.0, False), (0.6, False), (0.6, True)]
 
 
-def tiny(weak_convexity: float = 0.0, seed: int = 0) -> RidgeRegularizer:
+def tiny(weak_convexity: float = 0.0, seed: int = 0, concave_scale: bool = False) -> RidgeRegularizer:
     """A small random model whose splines have random slopes (some outside [0, 1]: the forward clamps them)."""
     torch.manual_seed(seed)
-    model = RidgeRegularizer(conv_channels=(4, 8), kernel_size=3, knots=11, weak_convexity=weak_convexity, tol=1e-7)
+    model = RidgeRegularizer(
+        conv_channels=(4, 8),
+        kernel_size=3,
+        knots=11,
+        weak_convexity=weak_convexity,
+        concave_scale=concave_scale,
+        tol=1e-7,
+    )
     with torch.no_grad():
         for spline in (model.plus, model.minus):
             if spline is not None:
                 spline.slopes.uniform_(-0.3, 1.3)
         model.log_lam.copy_(torch.tensor([2.0, 1.0]) / SCALE_RATE)
         model.log_mu.copy_(torch.tensor([0.5, -0.5]) / SCALE_RATE)
+        if model.log_nu is not None:
+            model.log_nu.copy_(torch.tensor([-1.0, -0.3]) / SCALE_RATE)
     return model.double().eval()
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.6])
-def test_gradient_matches_finite_differences_of_the_cost(kappa):
-    model = tiny(kappa)
+@pytest.mark.parametrize(("kappa", "own"), KINDS)
+def test_gradient_matches_finite_differences_of_the_cost(kappa, own):
+    model = tiny(kappa, concave_scale=own)
     x, v = torch.rand(2, 1, 12, 12, dtype=torch.float64), torch.randn(2, 1, 12, 12, dtype=torch.float64)
     eps = 1e-6
     fd = (model.cost(x + eps * v, 0.05) - model.cost(x - eps * v, 0.05)) / (2 * eps)
@@ -84,28 +95,30 @@ def test_crr_is_convex_and_wcrr_is_kappa_weakly_convex(sigma):
     def quad(x: torch.Tensor) -> torch.Tensor:
         return 0.5 * kappa * x.flatten(1).pow(2).sum(1)
 
-    wcrr = tiny(kappa, seed=1)
-    assert midpoint_gap(lambda x: wcrr.cost(x, sigma) + quad(x), a, b).min() >= -1e-10
-    with torch.no_grad():
-        wcrr.plus.slopes.zero_()
-        wcrr.minus.slopes.fill_(1.0)
-    assert midpoint_gap(lambda x: wcrr.cost(x, sigma) + quad(x), a, b).min() >= -1e-10
-    assert midpoint_gap(lambda x: wcrr.cost(x, sigma), a, b).max() < 0
+    for own in (False, True):
+        wcrr = tiny(kappa, seed=1, concave_scale=own)
+        assert midpoint_gap(lambda x, m=wcrr: m.cost(x, sigma) + quad(x), a, b).min() >= -1e-10
+        with torch.no_grad():  # own scale: ψ⁺' must stay above ρψ⁻' at the ends (the cap), so keep a small ψ⁺ kink
+            wcrr.plus.slopes.copy_(torch.tensor([0.0] * 4 + [1.0] * 2 + [0.0] * 4) if own else torch.tensor(0.0))
+            wcrr.minus.slopes.fill_(1.0)
+        assert midpoint_gap(lambda x, m=wcrr: m.cost(x, sigma) + quad(x), a, b).min() >= -1e-10
+        if not own:  # R_σ alone concave: the check can fail (own scale: the saturation test below shows φ_σ'' < 0)
+            assert midpoint_gap(lambda x, m=wcrr: m.cost(x, sigma), a, b).max() < 0
 
 
-@pytest.mark.parametrize(("kappa", "bound"), [(0.0, 1.0), (0.6, 1 / 0.4)])
-def test_prox_lipschitz_constant_is_within_its_class(kappa, bound):
-    model = tiny(kappa)
+@pytest.mark.parametrize(("kappa", "own"), KINDS)
+def test_prox_lipschitz_constant_is_within_its_class(kappa, own):
+    model, bound = tiny(kappa, concave_scale=own), 1 / (1 - kappa)
     x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
     lip = jacobian_spectral_norm(lambda v: model(v, 0.05), x, n_iter=60, tol=1e-6).norm
     assert lip.max() <= bound + 1e-4 and lip.min() > 0.05
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.6])
-def test_gradient_lipschitz_bound_holds_and_is_nearly_attained(kappa):
+@pytest.mark.parametrize(("kappa", "own"), KINDS)
+def test_gradient_lipschitz_bound_holds_and_is_nearly_attained(kappa, own):
     """Lip(∇R_σ) (the Hessian's spectral norm, by power iteration) stays below ``grad_lipschitz``, which AGD's step
     size uses; the bound is not loose by more than the spline and filter geometry allow."""
-    model = tiny(kappa)
+    model = tiny(kappa, concave_scale=own)
     x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
     for sigma in SIGMAS:
         lip = jacobian_spectral_norm(lambda v, s=sigma: model.grad(v, s), x, n_iter=200, tol=1e-8).norm
@@ -152,12 +165,12 @@ def test_objective_never_increases_in_a_tiny_pgd_solve():
     assert result.verdict.covered
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.6])
-def test_accelerated_gradient_never_increases_the_objective_and_reaches_the_pgd_minimiser(kappa):
+@pytest.mark.parametrize(("kappa", "own"), KINDS)
+def test_accelerated_gradient_never_increases_the_objective_and_reaches_the_pgd_minimiser(kappa, own):
     """AGD on F = f + R_σ/γ (γ = 1/L) and PnP-PGD with D = prox_{R_σ} minimise the same F: same limit, F monotone
     and the same objective values recorded by both."""
     problem = deblur(small_image(16).double(), seed=0)
-    model = tiny(kappa)
+    model = tiny(kappa, concave_scale=own)
     guarantee = Guarantee("prox_weakly_convex", kappa=kappa) if kappa else Guarantee("prox_convex")
     runs = {}
     for scheme in (AGD(), PGD()):
@@ -201,12 +214,14 @@ def test_gradient_step_training_lowers_the_loss():
     assert (model.plus.slopes >= 0).all() and (model.plus.slopes <= 1).all()
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.6])
-def test_spline_slopes_on_their_bounds_receive_gradients(kappa):
+@pytest.mark.parametrize(("kappa", "own"), KINDS)
+def test_spline_slopes_on_their_bounds_receive_gradients(kappa, own):
     """The splines start with slopes exactly 0 or 1 and the projection puts them back there: the loss must still
     move them (a forward ``clamp`` passes no gradient on a bound, which froze the potentials of earlier weights)."""
     torch.manual_seed(0)
-    model = RidgeRegularizer(conv_channels=(4, 8), kernel_size=3, knots=11, weak_convexity=kappa).train()
+    model = RidgeRegularizer(
+        conv_channels=(4, 8), kernel_size=3, knots=11, weak_convexity=kappa, concave_scale=own
+    ).train()
     clean = small_image(24, batch=2)
     noisy = clean + 0.1 * torch.randn_like(clean)
     loss, _ = GradientStepDenoising(steps=3)(model, clean, noisy, 0, 1, torch.full((2,), 0.1))
@@ -223,14 +238,14 @@ def test_beyond_the_knots_only_the_convex_part_keeps_curving():
     r = model.plus.radius
     t = torch.tensor([r, 2 * r, 10 * r, 100 * r], dtype=torch.float64).view(1, 1, 4, 1).expand(1, 8, 4, 1)
     t = torch.cat([t, -t], dim=2).contiguous()
-    rho = model.scales(0.05, t)[2]
-    a = model.activation(t, rho)
-    tail = model.splines(rho, torch.float64)[3]
+    scales = model.scales(0.05, t)
+    a = model.potential(t / scales.mu, scales, integral=False) / scales.lam  # ψ'(t) in μ's units
+    tail = model.splines(scales.rho, torch.float64)[3]
     torch.testing.assert_close(a[:, :, 1:4] - a[:, :, :1], tail * (t[:, :, 1:4] - r))
     torch.testing.assert_close(a[:, :, 4:], -a[:, :, :4])
     u = t.clone().requires_grad_()
-    (grad,) = torch.autograd.grad(model.potential(u, rho).sum(), u)
-    torch.testing.assert_close(grad, a)
+    (grad,) = torch.autograd.grad(model.potential(u, scales).sum(), u)
+    torch.testing.assert_close(grad, model.potential(t, scales, integral=False))
 
 
 def test_a_weakly_convex_prior_not_bounded_below_is_not_covered():
@@ -262,3 +277,20 @@ def test_momentum_restart_reaches_the_tolerance_sooner_at_the_same_minimiser():
     f = fast.history.objective[:, 0]
     assert (f[1:] <= f[:-1]).all()
     torch.testing.assert_close(fast.x, plain.x, rtol=0, atol=1e-6)
+
+
+def test_own_concave_scale_saturates_but_stays_bounded_below():
+    """With ψ⁻ on its own scale ν, the cap ρ ≤ ψ⁺'(r)/ψ⁻'(r) keeps φ_σ' ≥ 0 beyond both knot ranges for any slopes:
+    the potential may flatten out (the concave part cancels the convex one's end value) but never turns down."""
+    model = tiny(0.9, concave_scale=True)
+    with torch.no_grad():
+        model.plus.slopes.zero_()
+        model.plus.slopes[:, 4:6] = 0.05  # the slopes that make the shared-scale model unbounded below
+        model.minus.slopes.fill_(1.0)
+    far = torch.logspace(0, 4, 9, dtype=torch.float64).view(1, 1, -1, 1).expand(3, 8, -1, 1)
+    for sigma in SIGMAS:
+        scales = model.scales(torch.full((3,), sigma, dtype=torch.float64), far)
+        assert model.bounded_below(sigma)
+        slope = model.potential(far, scales, integral=False)
+        assert (slope >= -1e-12).all() and (slope[..., -1, :] < 1e-9).any()  # saturated channels exist
+        assert torch.isfinite(model.cost(torch.rand(2, 1, 12, 12, dtype=torch.float64) * 1e3, sigma)).all()

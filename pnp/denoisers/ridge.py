@@ -11,9 +11,16 @@
   s⁺ − ρ(σ)·s⁻ with s⁺, s⁻ ∈ [0, 1] (kept there by :meth:`clamp_weights` and projected again in every forward,
   gradients passing: :func:`projected`), so ψ_c'' ≤ 1 always and ψ_c'' ≥ 0 for the convex model
   (``weak_convexity = 0``: no s⁻).
-* Strength: R_σ(x) = (λ(σ)/μ(σ)) R(μ(σ) x) with log λ and log μ affine in log σ (learned), so ∇²R_σ = λμ Wᵀψ''W and
-  Lip(∇R_σ) ≤ λ(σ)μ(σ). For the weakly convex model ρ(σ) = κ/(λ(σ)μ(σ)) with κ = ``weak_convexity`` < 1, which
-  makes R_σ κ-weakly convex: ½‖u − x‖² + R_σ(u) stays (1 − κ)-strongly convex for every σ.
+* Strength: R_σ(x) = Σ φ_σ((Wx)_{c,p}) with φ_σ(t) = (λ/μ) ψ⁺(μt) − (λρ/ν) ψ⁻(νt), log λ, log μ (and log ν)
+  affine in log σ (learned), so ∇²R_σ = Wᵀ(λμ ψ⁺''(μ·) − λρν ψ⁻''(ν·))W and Lip(∇R_σ) ≤ λ(σ)μ(σ). For the weakly
+  convex model ρ(σ) = κ/(λ(σ)ν(σ)) with κ = ``weak_convexity`` < 1, which makes R_σ κ-weakly convex:
+  ½‖u − x‖² + R_σ(u) stays (1 − κ)-strongly convex for every σ.
+* ``concave_scale=False``: ν = μ, ψ⁺ and ψ⁻ share the knots. Then |ρψ⁻'| ≤ κr/(λμ), about 1 % of ψ⁺' at the trained
+  μ(σ) ≈ 10² (the convex kink's sharpness and the knots' range both come from μ): the concave part cannot bend φ_σ
+  back at edge-sized responses. ``concave_scale=True``: ψ⁻ on its own learned scale ν(σ), so its knots cover
+  |Wx| ≤ r/ν while ψ⁺'s kink stays at |Wx| ≈ r/μ; and ρ is capped per channel at ψ⁺'(r)/ψ⁻'(r), so that
+  φ_σ'(t) ≥ 0 beyond both knot ranges: φ_σ may saturate (a truncated-ℓ1-like potential) but R_σ stays bounded below
+  by construction.
 
 As a denoiser, D(x, σ) = prox_{R_σ}(x) = argmin_u ½‖u − x‖² + R_σ(u), solved by Nesterov's accelerated gradient for
 strongly convex functions (step 1/(1 + λμ), momentum from the condition number, restart when a step goes uphill) to
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +49,15 @@ from pnp.lipschitz import conv_norm_bound
 SIGMA_REF = 25 / 255  # λ(σ), μ(σ) are parametrised around this noise level
 SCALE_RATE = 20.0  # log λ(σ), log μ(σ) are stored divided by this: Adam moves them 20× faster than the filters
 NORM_GRID = 256  # Fourier grid of the certified ‖W‖ bound (loses < 1.1 % for the 13×13 collapsed kernel)
+
+
+class Scales(NamedTuple):
+    """λ(σ), μ(σ), ρ(σ), ν(σ) of φ_σ(t) = (λ/μ)ψ⁺(μt) − (λρ/ν)ψ⁻(νt) (ν = μ without ``concave_scale``)."""
+
+    lam: torch.Tensor
+    mu: torch.Tensor
+    rho: torch.Tensor
+    nu: torch.Tensor
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -107,11 +124,13 @@ class RidgeRegularizer(Denoiser):
         knots: int = 21,
         radius: float = 0.1,
         weak_convexity: float = 0.0,
+        concave_scale: bool = False,
         max_iter: int = 300,
         tol: float = 1e-6,
     ) -> None:
         super().__init__()
         check(0.0 <= weak_convexity < 1.0, f"weak_convexity must be in [0, 1), got {weak_convexity}")
+        check(not concave_scale or weak_convexity > 0, "concave_scale needs weak_convexity > 0 (a concave part)")
         widths = [1, *conv_channels]
         self.convs = nn.ParameterList(
             nn.Parameter(torch.randn(o, i, kernel_size, kernel_size) / math.sqrt(i * kernel_size**2))
@@ -123,6 +142,8 @@ class RidgeRegularizer(Denoiser):
         # filter responses of natural images (≈ 0.01 with ‖W‖ ≤ 1) spread over the splines' knots
         self.log_lam = nn.Parameter(torch.tensor([math.log(5.0), 1.0]) / SCALE_RATE)
         self.log_mu = nn.Parameter(torch.tensor([1.5, 0.0]) / SCALE_RATE)
+        # ν starts at 1: ψ⁻'s knots cover |Wx| ≤ r, the size of edges' filter responses
+        self.log_nu = nn.Parameter(torch.zeros(2)) if concave_scale else None
         self.channels, self.weak_convexity, self.max_iter, self.tol = channels, weak_convexity, max_iter, tol
         self.config = {
             "channels": channels,
@@ -131,6 +152,7 @@ class RidgeRegularizer(Denoiser):
             "knots": knots,
             "radius": radius,
             "weak_convexity": weak_convexity,
+            "concave_scale": concave_scale,
             "max_iter": max_iter,
             "tol": tol,
         }
@@ -167,15 +189,21 @@ class RidgeRegularizer(Denoiser):
         return self._fourier
 
     # -- strength ------------------------------------------------------------------------------------------
-    def scales(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(λ(σ), μ(σ), ρ(σ)) as [B, 1, 1, 1] tensors in ``like``'s dtype."""
+    def scales(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> Scales:
+        """λ(σ), μ(σ), ν(σ) as [B, 1, 1, 1] tensors in ``like``'s dtype, and ρ(σ) ([B, C, 1, 1] when capped)."""
         ls = torch.log(noise_levels(sigma, like, type(self).__name__) / SIGMA_REF).view(-1, 1, 1, 1)
-        a, b = (SCALE_RATE * self.log_lam).to(like.dtype)
-        lam = torch.exp(a + b * ls)
-        a, b = (SCALE_RATE * self.log_mu).to(like.dtype)
-        mu = torch.exp(a + b * ls)
-        rho = self.weak_convexity / (lam * mu)
-        return lam, mu, rho
+
+        def affine(log_scale: torch.Tensor) -> torch.Tensor:
+            a, b = (SCALE_RATE * log_scale).to(like.dtype)
+            return torch.exp(a + b * ls)
+
+        lam, mu = affine(self.log_lam), affine(self.log_mu)
+        if self.log_nu is None:
+            return Scales(lam, mu, self.weak_convexity / (lam * mu), mu)
+        nu = affine(self.log_nu)
+        end_plus, end_minus = (spline.tables()[1][:, -1].to(like.dtype) for spline in (self.plus, self.minus))
+        cap = (end_plus / end_minus.clamp_min(1e-30)).view(1, -1, 1, 1)  # φ_σ'(∞) ≥ 0 per channel
+        return Scales(lam, mu, torch.minimum(self.weak_convexity / (lam * nu), cap), nu)
 
     def lipschitz(self, lam: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Bound on Lip(∇R_σ) = λμ‖Wᵀψ''W‖ ≤ λμ · max slope of ψ⁺ (‖W‖ ≤ 1)."""
@@ -184,17 +212,18 @@ class RidgeRegularizer(Denoiser):
     def grad_lipschitz(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """Per batch element, a bound on Lip(∇R_σ): the Hessian λμ Wᵀ(ψ⁺'' − ρψ⁻'')W has its spectrum in
         [−κ, λμ · max slope of ψ⁺]."""
-        lam, mu, _ = self.scales(sigma, like)
-        return self.lipschitz(lam, mu).flatten().clamp_min(self.weak_convexity)
+        s = self.scales(sigma, like)
+        return self.lipschitz(s.lam, s.mu).flatten().clamp_min(self.weak_convexity)
 
     # -- R, ∇R ---------------------------------------------------------------------------------------------
     def splines(self, rho: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """(slopes, ψ'(t_j), ψ(t_j)) of ψ = ψ⁺ − ρψ⁻ as tables [1 or B, C, ·]: both splines share their knots, so
-        the weakly convex potential is one spline per batch element (one lookup instead of two); and ψ'' beyond the
-        knots, [1, C, 1, 1]: the end slope of ψ⁺ (ψ⁻' is constant there)."""
+        """(slopes, ψ'(t_j), ψ(t_j)) of ψ = ψ⁺ − ρψ⁻ as tables [1 or B, C, ·] where both splines share their knots
+        and scale (``concave_scale=False``: the weakly convex potential is one spline per batch element, one lookup
+        instead of two), of ψ⁺ alone otherwise; and ψ'' beyond the knots, [1, C, 1, 1]: the end slope of ψ⁺ (ψ⁻' is
+        constant there)."""
         tables = [t.to(dtype).unsqueeze(0) for t in self.plus.tables()]
         tail = tables[0][0, :, -1].view(1, -1, 1, 1)
-        if self.minus is None:
+        if self.minus is None or self.log_nu is not None:
             return *tables, tail
         r = rho.view(-1, 1, 1)
         return *(a - r * b.to(dtype) for a, b in zip(tables, self.minus.tables(), strict=True)), tail
@@ -204,60 +233,72 @@ class RidgeRegularizer(Denoiser):
         u = t.clamp(-self.plus.radius, self.plus.radius)
         return *self.plus.locate(u), t - u
 
-    def activation(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        """ψ'(t) = ψ⁺'(t) − ρψ⁻'(t); beyond [−r, r] ψ⁺' extends linearly and ψ⁻' is constant (so ψ⁻ grows at most
-        linearly and R_σ stays bounded below where ψ' ≥ 0 at the knots' ends, :meth:`bounded_below`)."""
-        s, c, _, tail = self.splines(rho, t.dtype)
-        j, d, e = self.inside(t)
-        return lookup(c, j) + lookup(s, j) * d + tail * e
-
-    def potential(self, t: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        """ψ(t) = ψ⁺(t) − ρψ⁻(t), exact: on the segment of u = clamp(t, −r, r), ψ(t_j) + d ψ'(t_j) + ½ s_j d², then
-        beyond it ψ(u) + e ψ'(u) + ½ s⁺_end e² (e = t − u)."""
-        s, c, p, tail = self.splines(rho, t.dtype)
+    def spline(self, tables: tuple[torch.Tensor, ...], t: torch.Tensor, integral: bool) -> torch.Tensor:
+        """ψ'(t), or with ``integral`` ψ(t) exactly: on the segment of u = clamp(t, −r, r), ψ(t_j) + d ψ'(t_j)
+        + ½ s_j d², then beyond it ψ(u) + e ψ'(u) + ½ s_end e² (e = t − u), from ``tables`` = (s, ψ'(t_j), ψ(t_j),
+        s_end)."""
+        s, c, p, tail = tables
         j, d, e = self.inside(t)
         slope = lookup(c, j) + lookup(s, j) * d
-        inner = lookup(p, j) + d * (lookup(c, j) + 0.5 * lookup(s, j) * d)
-        return inner + e * (slope + 0.5 * tail * e)
+        if not integral:
+            return slope + tail * e
+        return lookup(p, j) + d * (lookup(c, j) + 0.5 * lookup(s, j) * d) + e * (slope + 0.5 * tail * e)
+
+    def concave(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """ψ⁻'s tables with a flat tail (ψ⁻' constant beyond the knots)."""
+        s, c, p = (t.to(dtype).unsqueeze(0) for t in self.minus.tables())
+        return s, c, p, s.new_zeros(1, s.shape[1], 1, 1)
+
+    def potential(self, t: torch.Tensor, scales: Scales, integral: bool = True) -> torch.Tensor:
+        """φ_σ(t) = (λ/μ)ψ⁺(μt) − (λρ/ν)ψ⁻(νt), or with ``integral=False`` its derivative
+        φ_σ'(t) = λ(ψ⁺'(μt) − ρψ⁻'(νt)), at the filter responses t = Wx. Beyond the knots ψ⁺' extends linearly and
+        ψ⁻' is constant (so ψ⁻ grows at most linearly: :meth:`bounded_below`)."""
+        lam, mu, rho, nu = scales
+        outer = lam / mu if integral else lam
+        value = outer * self.spline(self.splines(rho, t.dtype), mu * t, integral)
+        if self.log_nu is None:
+            return value
+        inner = lam * rho / nu if integral else lam * rho
+        return value - inner * self.spline(self.concave(t.dtype), nu * t, integral)
 
     def bounded_below(self, sigma: float | torch.Tensor | None) -> bool:
         """Whether R_σ is bounded below, the condition the nonconvex convergence theorems need (F = f + R_σ/γ
-        bounded below): ψ is even and bounded on [−r, r], and beyond it ψ'(t) = ψ'(r) + s⁺_end (t − r), so R_σ is
-        bounded below iff in every channel s⁺_end > 0 or ψ'(r) ≥ 0. Always true for the convex model."""
+        bounded below): φ_σ is even and bounded on the knots' ranges, and beyond both φ_σ'(t)/λ = ψ⁺'(r) − ρψ⁻'(r)
+        + s⁺_end (μt − r), so R_σ is bounded below iff in every channel s⁺_end > 0 or ψ⁺'(r) ≥ ρψ⁻'(r). Always
+        true for the convex model and, by the cap on ρ, for ``concave_scale=True``."""
+        if self.minus is None:
+            return True
         with torch.no_grad():
             values = torch.as_tensor(sigma, dtype=torch.float64, device=self.log_lam.device).reshape(-1)
-            rho = self.scales(values, values.view(-1, 1, 1, 1))[2]
-            _, c, _, tail = self.splines(rho, torch.float64)
-            return bool(((tail.flatten() > 0) | (c[..., -1] >= 0)).all())
+            rho = self.scales(values, values.view(-1, 1, 1, 1)).rho.flatten(1)
+            (s, c, _), c_minus = self.plus.tables(), self.minus.tables()[1]
+            end = c[:, -1].double() - rho * c_minus[:, -1].double()
+            return bool(((s[:, -1] > 0) | (end >= -1e-12 * c[:, -1].double().abs())).all())
 
-    def gradient(
-        self, x: torch.Tensor, lam: torch.Tensor, mu: torch.Tensor, rho: torch.Tensor, op: FourierConv
-    ) -> torch.Tensor:
-        """∇R_σ(x) = λ Wᵀ ψ'(μ W x), W = ``op``."""
-        return lam * op.adjoint(self.activation(op.conv(mu * x), rho))
+    def gradient(self, x: torch.Tensor, scales: Scales, op: FourierConv) -> torch.Tensor:
+        """∇R_σ(x) = Wᵀ φ_σ'(W x), W = ``op``."""
+        return op.adjoint(self.potential(op.conv(x), scales, integral=False))
 
     @channelwise
     def grad(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """∇R_σ(x) on [B, C, H, W]."""
-        return self.gradient(x, *self.scales(sigma, x), self.operator())
+        return self.gradient(x, self.scales(sigma, x), self.operator())
 
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
-        """R_σ(x) = (λ/μ) Σ ψ(μ W x), per image of the batch (a colour image: the sum over its channels), summed in
+        """R_σ(x) = Σ φ_σ(W x), per image of the batch (a colour image: the sum over its channels), summed in
         float64: monotone schemes compare values of F whose differences near convergence are below float32's
         resolution of the sum."""
         batch = x.shape[0]
         gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
-        lam, mu, rho = self.scales(sigma, gray)
-        t = self.operator().conv(mu * gray)
-        psi = self.potential(t, rho)
-        return ((lam / mu).flatten().double() * psi.flatten(1).sum(1, dtype=torch.float64)).view(batch, -1).sum(1)
+        phi = self.potential(self.operator().conv(gray), self.scales(sigma, gray))
+        return phi.flatten(1).sum(1, dtype=torch.float64).view(batch, -1).sum(1)
 
     # -- denoising -----------------------------------------------------------------------------------------
     def unrolled(self, y: torch.Tensor, sigma: float | torch.Tensor, steps: int) -> torch.Tensor:
         """``steps`` differentiable iterations of Nesterov's method on ½‖u − y‖² + R_σ(u) from u = y (step
         1/(1 + λμ), constant momentum from the condition number): the t-step denoiser of the CRR-NN training,
         accelerated so that a few steps already approach the prox that PnP uses."""
-        return self.accelerated(y, y, *self.scales(sigma, y), steps=steps)
+        return self.accelerated(y, y, self.scales(sigma, y), steps=steps)
 
     def reset(self) -> None:
         """Forget the warm start (call between unrelated solves)."""
@@ -272,13 +313,13 @@ class RidgeRegularizer(Denoiser):
         differentiation, not through the whole solve)."""
         scales = self.scales(sigma, x)
         with torch.no_grad():
-            u = self.accelerated(x, self.start(x), *scales, steps=self.max_iter, tol=self.tol)
+            u = self.accelerated(x, self.start(x), scales, steps=self.max_iter, tol=self.tol)
         self._warm = u
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            lam, mu, _ = scales
-            cond = float(((1.0 + self.lipschitz(lam, mu)) / (1.0 - self.weak_convexity)).detach().max())
+            lip = self.lipschitz(scales.lam, scales.mu)
+            cond = float(((1.0 + lip) / (1.0 - self.weak_convexity)).detach().max())
             steps = min(self.max_iter, math.ceil(math.sqrt(cond) * math.log(1e4)))
-            u = self.accelerated(x, u, *scales, steps=steps)
+            u = self.accelerated(x, u, scales, steps=steps)
         return u
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,9 +330,7 @@ class RidgeRegularizer(Denoiser):
         self,
         x: torch.Tensor,
         u: torch.Tensor,
-        lam: torch.Tensor,
-        mu: torch.Tensor,
-        rho: torch.Tensor,
+        scales: Scales,
         steps: int,
         tol: float | None = None,
     ) -> torch.Tensor:
@@ -299,12 +338,12 @@ class RidgeRegularizer(Denoiser):
         1/L, momentum (√L − √m)/(√L + √m), L = 1 + λμ, m = 1 − κ. With ``tol``: momentum restarts when a step goes
         uphill and the run stops once every image moved less than ``tol`` relative to ‖x‖ (checked at every step on
         the CPU, every 5 steps on a GPU, where a check synchronises the host)."""
-        big, strong = 1.0 + self.lipschitz(lam, mu), 1.0 - self.weak_convexity
+        big, strong = 1.0 + self.lipschitz(scales.lam, scales.mu), 1.0 - self.weak_convexity
         alpha = 1.0 / big
         q = (big.sqrt() - math.sqrt(strong)) / (big.sqrt() + math.sqrt(strong))
         z, scale, op = u, x.detach().flatten(1).norm(dim=1).clamp_min(1e-12), self.operator()
         for k in range(steps):
-            g = z - x + self.gradient(z, lam, mu, rho, op)
+            g = z - x + self.gradient(z, scales, op)
             u_next = z - alpha * g
             step = u_next - u
             if tol is None:
