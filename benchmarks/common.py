@@ -18,7 +18,7 @@ from pnp.problems import Problem
 from pnp.schemes import Result, Scheme
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
-CONDITIONAL = ("crr", "wcrr")  # learned priors that take the noise level σ
+CONDITIONAL = ("crr", "wcrr", "pnn")  # learned priors that take the noise level σ
 CLASSICAL = ("tv", "wavelet", "bm3d")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -90,7 +90,14 @@ def run_and_summarise(problem: Problem, scheme: Scheme, den, sigma: float, max_i
     monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
     start = time.perf_counter()
     result = scheme.run(
-        problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor, x_true=problem.x_true
+        problem.y,
+        problem.physics,
+        den,
+        problem.x0,
+        sigma=sigma,
+        norm=problem.norm,
+        monitor=monitor,
+        x_true=problem.x_true,
     )
     h = result.history
     curve: dict[str, Any] = {

@@ -36,7 +36,7 @@ from pnp.problems import Problem
 from pnp.tensors import batch_psnr
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
-PRIORS = ("tv", "wavelet", "crr", "wcrr", "euler", "fne_dncnn", "lpn", "dncnn")
+PRIORS = ("tv", "wavelet", "crr", "wcrr", "pnn", "euler", "fne_dncnn", "lpn", "dncnn")
 TOL = 1e-5
 
 
@@ -58,8 +58,8 @@ def run(problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int]) -
         problem.y,
         problem.physics,
         den,
-        sigma,
         problem.x0,
+        sigma=sigma,
         norm=problem.norm,
         monitor=monitor,
         x_true=problem.x_true,

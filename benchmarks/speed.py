@@ -96,7 +96,7 @@ def run_pnp(scheme: str) -> Callable:
         monitor = ConvergenceMonitor(max_iter=n, tol=1e-30, progress=False)
         cls = PGD if scheme == "pgd" else ADMM
         result = cls(stepsize=gamma).run(
-            p.y, p.physics, den, SIGMA, p.x0, norm=p.norm, monitor=monitor, x_true=p.x_true
+            p.y, p.physics, den, p.x0, sigma=SIGMA, norm=p.norm, monitor=monitor, x_true=p.x_true
         )
         return result.x
 

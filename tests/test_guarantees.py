@@ -90,12 +90,14 @@ def test_relaxed_denoiser_keeps_firm_nonexpansiveness():
 
 def test_strict_refuses_what_no_theorem_covers_and_results_carry_the_verdict():
     problem = deblur(small_image(16), seed=0)
-    args = (problem.y, problem.physics, ShrinkDenoiser(0.1), None, problem.x0)
+    args = (problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0)
     monitor = ConvergenceMonitor(max_iter=3, progress=False)
     with pytest.raises(ConfigError, match="no convergence theorem"):
-        PGD(strict=True).run(*args, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
-    result = PGD(relaxation=0.9, strict=True).run(*args, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
+        PGD(strict=True).run(*args, sigma=None, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
+    result = PGD(relaxation=0.9, strict=True).run(
+        *args, sigma=None, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE
+    )
     assert result.verdict.covered and "Krasnosel" in result.verdict.theorem
     with pytest.raises(ConfigError, match="no convergence theorem"):
-        ADMM(strict=True).run(*args, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
-    assert PGD().run(*args, norm=problem.norm, monitor=monitor).verdict is None  # no class given: no claim
+        ADMM(strict=True).run(*args, sigma=None, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
+    assert PGD().run(*args, sigma=None, norm=problem.norm, monitor=monitor).verdict is None  # no class given: no claim

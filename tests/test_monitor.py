@@ -33,8 +33,8 @@ def test_statistics_match_naive_values():
         problem.y,
         problem.physics,
         den,
-        0.0,
         problem.x0,
+        sigma=0.0,
         norm=problem.norm,
         x_true=x,
         monitor=ConvergenceMonitor(max_iter=n, tol=1e-12, check_every=5, progress=False),
@@ -63,8 +63,8 @@ def test_admm_fidelity_is_that_of_the_monitored_iterate():
         problem.y,
         problem.physics,
         ShrinkDenoiser(0.1),
-        0.0,
         problem.x0,
+        sigma=0.0,
         norm=1.0,
         monitor=ConvergenceMonitor(max_iter=3, progress=False),
     )
@@ -78,7 +78,9 @@ def test_fidelity_tracking_can_be_switched_off(scheme, monkeypatch):
 
     def run(track: bool):
         monitor = ConvergenceMonitor(max_iter=4, progress=False, track_fidelity=track)
-        return scheme().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor)
+        return scheme().run(
+            problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0, sigma=0.0, norm=1.0, monitor=monitor
+        )
 
     tracked = run(True)
     calls = []
@@ -96,7 +98,9 @@ def test_stops_at_tolerance_only_at_check_points():
 
     def run(every: int):
         monitor = ConvergenceMonitor(max_iter=500, tol=1e-4, check_every=every, progress=False)
-        return PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.5), 0.0, problem.x0, norm=1.0, monitor=monitor)
+        return PGD().run(
+            problem.y, problem.physics, ShrinkDenoiser(0.5), problem.x0, sigma=0.0, norm=1.0, monitor=monitor
+        )
 
     h1, h7 = run(1).history, run(7).history
     assert h1.converged and h7.converged
@@ -114,8 +118,8 @@ def test_max_iter_without_convergence_is_reported():
             problem.y,
             problem.physics,
             ShrinkDenoiser(0.0),
-            0.0,
             problem.x0,
+            sigma=0.0,
             norm=1.0,
             monitor=ConvergenceMonitor(max_iter=13, tol=1e-12, check_every=5, progress=False),
         )
@@ -198,8 +202,8 @@ def test_no_host_sync_inside_the_loop(monkeypatch, scheme):
         problem.y,
         problem.physics,
         ShrinkDenoiser(0.1),
-        0.0,
         problem.x0,
+        sigma=0.0,
         norm=1.0,
         x_true=problem.x_true,
         monitor=Watched(max_iter=30, tol=1e-12, check_every=10, progress=False),

@@ -250,11 +250,13 @@ def test_a_batch_element_is_its_run_alone():
     problem = deblur(x, seed=0)
     mon = dict(max_iter=200, tol=1e-4, check_every=5, progress=False)
     both = PGD().run(
-        problem.y, problem.physics, ShrinkDenoiser(0.05), 0.0, problem.x0, monitor=ConvergenceMonitor(**mon)
+        problem.y, problem.physics, ShrinkDenoiser(0.05), problem.x0, sigma=0.0, monitor=ConvergenceMonitor(**mon)
     )
     for b in range(2):
         one = problem.element(b)
-        alone = PGD().run(one.y, one.physics, ShrinkDenoiser(0.05), 0.0, one.x0, monitor=ConvergenceMonitor(**mon))
+        alone = PGD().run(
+            one.y, one.physics, ShrinkDenoiser(0.05), one.x0, sigma=0.0, monitor=ConvergenceMonitor(**mon)
+        )
         part = both.element(b)
         assert part.history.outcome == alone.history.outcome == ["converged"]
         assert part.history.iterations == alone.history.iterations == part.history.returned[0]

@@ -31,7 +31,13 @@ def test_zero_start_gives_meaningful_residuals_and_converges():
     problem = deblur(small_image(16), seed=0, init="zeros")
     assert float(problem.x0.abs().max()) == 0
     result = PGD().run(
-        problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, monitor=monitor(300, 1e-5)
+        problem.y,
+        problem.physics,
+        ShrinkDenoiser(0.1),
+        problem.x0,
+        sigma=0.0,
+        norm=problem.norm,
+        monitor=monitor(300, 1e-5),
     )
     assert result.converged
     assert float(result.history.rel_residual[0, 0]) == pytest.approx(1.0)  # c_1 = ‖x_1‖ / max(‖x_0‖, ‖x_1‖)
@@ -40,7 +46,9 @@ def test_zero_start_gives_meaningful_residuals_and_converges():
 def test_a_run_at_the_fixed_point_zero_reports_zero_residuals():
     x0 = torch.zeros(1, 1, 8, 8)
     physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.0))
-    result = PGD().run(x0, physics, ShrinkDenoiser(0.1), 0.0, x0, norm=1.0, monitor=monitor(10, 1e-5, check_every=1))
+    result = PGD().run(
+        x0, physics, ShrinkDenoiser(0.1), x0, sigma=0.0, norm=1.0, monitor=monitor(10, 1e-5, check_every=1)
+    )
     assert result.converged and float(result.history.rel_residual.abs().max()) == 0
 
 
@@ -50,7 +58,7 @@ def test_gradient_schemes_refuse_a_fidelity_without_lipschitz_gradient(fidelity,
     problem = deblur(small_image(16), seed=0)
     with pytest.raises(ConfigError, match="scheme=admm"):
         scheme().run(
-            problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, fidelity=fidelity
+            problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0, sigma=0.0, norm=problem.norm, fidelity=fidelity
         )
 
 
@@ -61,8 +69,8 @@ def test_pgd_on_l1_with_a_forced_step_is_reported_stagnant():
         problem.y,
         problem.physics,
         ShrinkDenoiser(0.01),
-        0.0,
         problem.x0,
+        sigma=0.0,
         norm=problem.norm,
         fidelity=L1(),
         monitor=monitor(60),
@@ -74,7 +82,7 @@ def test_pgd_on_l1_with_a_forced_step_is_reported_stagnant():
 def test_a_slowly_converging_run_is_not_called_stagnant():
     problem = deblur(small_image(16), seed=0)
     result = PGD().run(
-        problem.y, problem.physics, ShrinkDenoiser(1e-3), 0.0, problem.x0, norm=problem.norm, monitor=monitor(60)
+        problem.y, problem.physics, ShrinkDenoiser(1e-3), problem.x0, sigma=0.0, norm=problem.norm, monitor=monitor(60)
     )
     assert not result.converged and not result.diverged and not result.history.stagnated
 
@@ -100,7 +108,7 @@ def test_two_runs_with_one_tv_denoiser_object_are_identical():
     problem = deblur(small_image(16), seed=0)
     tv = dinv.models.TVDenoiser(n_it_max=20)
     runs = [
-        PGD().run(problem.y, problem.physics, tv, 0.05, problem.x0, norm=problem.norm, monitor=monitor(5))
+        PGD().run(problem.y, problem.physics, tv, problem.x0, sigma=0.05, norm=problem.norm, monitor=monitor(5))
         for _ in range(2)
     ]
     assert torch.equal(runs[0].x, runs[1].x)
@@ -110,7 +118,7 @@ def test_two_runs_with_one_equivariant_wrapper_are_identical():
     problem = deblur(small_image(16), seed=0)
     denoiser = EquivariantDenoiser(dinv.models.TVDenoiser(n_it_max=20), mode="random", seed=3)
     runs = [
-        PGD().run(problem.y, problem.physics, denoiser, 0.05, problem.x0, norm=problem.norm, monitor=monitor(6))
+        PGD().run(problem.y, problem.physics, denoiser, problem.x0, sigma=0.05, norm=problem.norm, monitor=monitor(6))
         for _ in range(2)
     ]
     assert torch.equal(runs[0].x, runs[1].x)
@@ -188,7 +196,9 @@ def test_admm_with_cg_reads_the_host_a_bounded_number_of_times(monkeypatch):
     original = torch.Tensor.__bool__
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or original(t))
     scheme = ADMM(cg_max_iter=50)
-    result = scheme.run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=norm, monitor=monitor(5))
+    result = scheme.run(
+        problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0, sigma=0.0, norm=norm, monitor=monitor(5)
+    )
     assert torch.isfinite(result.x).all()
     assert len(reads) <= 5 * 5  # ≤ ⌈50 / 10⌉ reads per prox, 5 iterations (deepinv's CG: one per CG step)
 
@@ -236,7 +246,13 @@ def test_iterations_to_tol_counts_from_where_c_k_stays_below():
 def test_cli_metrics_and_benchmark_rows_share_one_summary():
     problem = deblur(small_image(16, batch=2), seed=0)
     result = PGD().run(
-        problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=problem.norm, monitor=monitor(300, 1e-5)
+        problem.y,
+        problem.physics,
+        ShrinkDenoiser(0.1),
+        problem.x0,
+        sigma=0.0,
+        norm=problem.norm,
+        monitor=monitor(300, 1e-5),
     )
     m, s = metrics(problem, result), RunSummary.of(problem, result)
     assert m["converged"] == all(s.converged) == result.converged

@@ -151,7 +151,14 @@ def solve_tiny(scheme, problem, model, guarantee: Guarantee, max_iter: int, tol:
     """``scheme`` on ``problem`` with the ridge ``model`` at σ = 0.05."""
     monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
     return scheme.run(
-        problem.y, problem.physics, model, 0.05, problem.x0, norm=problem.norm, monitor=monitor, guarantee=guarantee
+        problem.y,
+        problem.physics,
+        model,
+        problem.x0,
+        sigma=0.05,
+        norm=problem.norm,
+        monitor=monitor,
+        guarantee=guarantee,
     )
 
 
@@ -186,9 +193,11 @@ def test_accelerated_gradient_never_increases_the_objective_and_reaches_the_pgd_
 def test_accelerated_gradient_needs_an_explicit_prior_and_a_step_within_its_bound():
     problem = deblur(small_image(16), seed=0)
     with pytest.raises(ConfigError, match="explicit prior"):
-        AGD().run(problem.y, problem.physics, lambda x, s: x, 0.05, problem.x0, norm=problem.norm)
+        AGD().run(problem.y, problem.physics, lambda x, s: x, problem.x0, sigma=0.05, norm=problem.norm)
     with pytest.raises(ConfigError, match="step_factor"):
-        AGD(step_factor=1.5, strict=True).run(problem.y, problem.physics, tiny().float(), 0.05, problem.x0, norm=1.0)
+        AGD(step_factor=1.5, strict=True).run(
+            problem.y, problem.physics, tiny().float(), problem.x0, sigma=0.05, norm=1.0
+        )
     assert agd_verdict(Guarantee("prox_convex"), 1.0).covered
     assert not agd_verdict(Guarantee("prox_convex"), 1.5).covered
     assert not agd_verdict(Guarantee("firmly_nonexpansive"), 1.0).covered

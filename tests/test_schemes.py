@@ -35,7 +35,7 @@ def test_linear_denoiser_reaches_tikhonov_solution(scheme, build):
     problem = build(x, seed=0, noise_sigma=0.02)
     lam, gamma = 0.1, 0.5 / problem.norm**2
     result = SCHEMES[scheme](stepsize=gamma).run(
-        problem.y, problem.physics, ShrinkDenoiser(lam), 0.0, problem.x0, norm=problem.norm, monitor=monitor(3000)
+        problem.y, problem.physics, ShrinkDenoiser(lam), problem.x0, sigma=0.0, norm=problem.norm, monitor=monitor(3000)
     )
     a = explicit_matrix(problem.physics, x)
     rhs = a.T @ problem.y.flatten()
@@ -72,7 +72,9 @@ def test_iterates_match_deepinv(scheme, denoiser, build):
     ours_cls, theirs_cls, init = DEEPINV[scheme]
     problem = build(small_image(32), seed=2)
     den, sigma, n = DENOISERS[denoiser](), 0.03, 25
-    ours = ours_cls().run(problem.y, problem.physics, den, sigma, problem.x0, norm=problem.norm, monitor=monitor(n))
+    ours = ours_cls().run(
+        problem.y, problem.physics, den, problem.x0, sigma=sigma, norm=problem.norm, monitor=monitor(n)
+    )
     ref = theirs_cls(
         data_fidelity=L2(),
         prior=dinv.optim.PnP(den),
@@ -90,8 +92,10 @@ def test_iterates_match_deepinv(scheme, denoiser, build):
 def test_relaxation_interpolates_with_previous_iterate():
     problem = deblur(small_image(16), seed=0)
     den = DENOISERS["wavelet"]()
-    one = PGD(relaxation=1.0).run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, monitor=monitor(1))
-    half = PGD(relaxation=0.5).run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, monitor=monitor(1))
+    one = PGD(relaxation=1.0).run(problem.y, problem.physics, den, problem.x0, sigma=0.02, norm=1.0, monitor=monitor(1))
+    half = PGD(relaxation=0.5).run(
+        problem.y, problem.physics, den, problem.x0, sigma=0.02, norm=1.0, monitor=monitor(1)
+    )
     torch.testing.assert_close(half.x, 0.5 * (problem.x0 + one.x))
 
 
@@ -99,14 +103,14 @@ def test_batch_elements_are_independent():
     x = small_image(32, batch=3)
     problem = deblur(x, seed=0)
     den = DENOISERS["wavelet"]()
-    both = PGD().run(problem.y, problem.physics, den, 0.02, problem.x0, norm=1.0, x_true=x, monitor=monitor(15))
+    both = PGD().run(problem.y, problem.physics, den, problem.x0, sigma=0.02, norm=1.0, x_true=x, monitor=monitor(15))
     for i in range(3):
         one = PGD().run(
             problem.y[i : i + 1],
             problem.physics,
             den,
-            0.02,
             problem.x0[i : i + 1],
+            sigma=0.02,
             norm=1.0,
             x_true=x[i : i + 1],
             monitor=monitor(15),
@@ -123,8 +127,8 @@ def test_dtype_is_preserved(dtype, scheme):
         problem.y,
         problem.physics,
         DENOISERS["wavelet"]().to(dtype),
-        0.02,
         problem.x0,
+        sigma=0.02,
         norm=problem.norm,
         monitor=monitor(5),
     )
@@ -134,22 +138,22 @@ def test_dtype_is_preserved(dtype, scheme):
 
 def test_step_above_bound_warns_and_strict_raises(caplog):
     problem = deblur(small_image(16), seed=0)
-    args = (problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0)
+    args = (problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0)
     with caplog.at_level(logging.WARNING, logger="pnp"):
-        PGD(step_factor=2.5).run(*args, norm=problem.norm, monitor=monitor(2))
+        PGD(step_factor=2.5).run(*args, sigma=0.0, norm=problem.norm, monitor=monitor(2))
     assert "not below 2/L" in caplog.text
     with pytest.raises(ConfigError, match="strict"):
-        PGD(step_factor=2.5, strict=True).run(*args, norm=problem.norm, monitor=monitor(2))
+        PGD(step_factor=2.5, strict=True).run(*args, sigma=0.0, norm=problem.norm, monitor=monitor(2))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pnp"):
-        PGD(step_factor=1.99).run(*args, norm=problem.norm, monitor=monitor(2))
+        PGD(step_factor=1.99).run(*args, sigma=0.0, norm=problem.norm, monitor=monitor(2))
     assert caplog.text == ""
 
 
 def test_too_large_step_is_detected_as_divergence():
     problem = deblur(small_image(16), seed=0)
     result = PGD(step_factor=4.0).run(
-        problem.y, problem.physics, ShrinkDenoiser(0.0), 0.0, problem.x0, norm=problem.norm, monitor=monitor(500)
+        problem.y, problem.physics, ShrinkDenoiser(0.0), problem.x0, sigma=0.0, norm=problem.norm, monitor=monitor(500)
     )
     assert result.diverged and not result.converged
     assert result.history.iterations < 500
@@ -174,10 +178,10 @@ class NaNAfter(ShrinkDenoiser):
 def test_nan_stops_the_run_and_keeps_the_last_iterate_before_it(scheme):
     problem = deblur(small_image(16), seed=0)
     before = SCHEMES[scheme]().run(
-        problem.y, problem.physics, NaNAfter(10**9), 0.0, problem.x0, norm=1.0, monitor=monitor(6, check_every=3)
+        problem.y, problem.physics, NaNAfter(10**9), problem.x0, sigma=0.0, norm=1.0, monitor=monitor(6, check_every=3)
     )
     result = SCHEMES[scheme]().run(
-        problem.y, problem.physics, NaNAfter(7), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
+        problem.y, problem.physics, NaNAfter(7), problem.x0, sigma=0.0, norm=1.0, monitor=monitor(50, check_every=4)
     )
     assert result.diverged
     assert result.history.iterations == 8  # detected at the first check point after the NaN
@@ -197,10 +201,20 @@ def test_only_the_element_that_blew_up_stops_and_falls_back():
             out = super().forward(x)
             return torch.cat([out[:1], out[1:] * float("nan")]) if self.calls >= 7 else out
 
-    ref = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50))
-    ref6 = PGD().run(problem.y, problem.physics, ShrinkDenoiser(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(6))
+    ref = PGD().run(
+        problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0, sigma=0.0, norm=1.0, monitor=monitor(50)
+    )
+    ref6 = PGD().run(
+        problem.y, problem.physics, ShrinkDenoiser(0.1), problem.x0, sigma=0.0, norm=1.0, monitor=monitor(6)
+    )
     result = PGD().run(
-        problem.y, problem.physics, NaNInSecond(0.1), 0.0, problem.x0, norm=1.0, monitor=monitor(50, check_every=4)
+        problem.y,
+        problem.physics,
+        NaNInSecond(0.1),
+        problem.x0,
+        sigma=0.0,
+        norm=1.0,
+        monitor=monitor(50, check_every=4),
     )
     assert result.diverged and result.history.returned == [50, 6]
     torch.testing.assert_close(result.x[:1], ref.x[:1])  # the healthy element went on to its own end
@@ -214,9 +228,9 @@ def test_every_shipped_network_runs_in_float64_when_asked_and_is_refused_otherwi
     problem = deblur(small_image(16).double(), seed=0)
     args = (problem.y, problem.physics)
     with pytest.raises(ConfigError, match=r"weights are torch.float32 .* iterates torch.float64"):
-        PGD().run(*args, pretrained(name), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2))
+        PGD().run(*args, pretrained(name), problem.x0, sigma=0.05, norm=problem.norm, monitor=monitor(2))
     result = PGD().run(
-        *args, pretrained(name, dtype=torch.float64), 0.05, problem.x0, norm=problem.norm, monitor=monitor(2)
+        *args, pretrained(name, dtype=torch.float64), problem.x0, sigma=0.05, norm=problem.norm, monitor=monitor(2)
     )
     assert result.x.dtype == torch.float64 and torch.isfinite(result.x).all()
 
@@ -235,7 +249,7 @@ def test_any_deepinv_physics_runs_without_its_norm(make):
     x, physics = small_image(32), make()
     y = physics(x)
     x0 = physics.A_adjoint(y)
-    result = PGD().run(y, physics, dinv.models.WaveletDenoiser(), 0.02, x0, monitor=monitor(300))
+    result = PGD().run(y, physics, dinv.models.WaveletDenoiser(), x0, sigma=0.02, monitor=monitor(300))
     assert not result.diverged and float(batch_psnr(result.x, x)) > float(batch_psnr(x0, x)) + 1
 
 
@@ -243,12 +257,12 @@ def test_a_squared_norm_from_deepinv_is_caught(caplog):
     x, physics = small_image(32), super_resolution()
     y = physics(x)
     squared = float(physics.compute_norm(torch.randn_like(x), verbose=False))  # deepinv's default: ‖A‖²
-    args = (y, physics, dinv.models.WaveletDenoiser(), 0.02, physics.A_adjoint(y))
+    args = (y, physics, dinv.models.WaveletDenoiser(), physics.A_adjoint(y))
     with caplog.at_level("WARNING", logger="pnp"):
-        PGD().run(*args, norm=squared, monitor=monitor(2))
+        PGD().run(*args, sigma=0.02, norm=squared, monitor=monitor(2))
     assert "is below ||A||" in caplog.text and "squared=False" in caplog.text
     with pytest.raises(ConfigError, match="strict"):
-        PGD(strict=True).run(*args, norm=squared, monitor=monitor(2))
+        PGD(strict=True).run(*args, sigma=0.02, norm=squared, monitor=monitor(2))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -265,8 +279,8 @@ def test_a_batch_is_a_set_of_independent_solves(scheme):
             problem.y[i],
             problem.physics,
             den,
-            0.03,
             problem.x0[i],
+            sigma=0.03,
             norm=1.0,
             monitor=ConvergenceMonitor(max_iter=400, tol=1e-5, check_every=5, progress=False),
         )

@@ -189,16 +189,18 @@ class Scheme(ABC):
         y: torch.Tensor,
         physics: LinearPhysics,
         denoiser: Denoiser,
-        sigma: float,
         x0: torch.Tensor,
         *,
+        sigma: float | torch.Tensor | None,
         norm: float | None = None,
         fidelity: DataFidelity | None = None,
         monitor: ConvergenceMonitor | None = None,
         x_true: torch.Tensor | None = None,
         guarantee: Guarantee | None = None,
     ) -> Result:
-        """Iterate from ``x0`` until the monitor stops. ``norm`` is ‖A‖ (not ‖A‖²): computed once per physics when
+        """Iterate from ``x0`` until the monitor stops. ``sigma`` (keyword-only: a bare number would be ambiguous) is
+        the denoiser's strength, passed as D(x, sigma): a float, one per batch element [B] or a map; None for a blind
+        denoiser. ``norm`` is ‖A‖ (not ‖A‖²): computed once per physics when
         not given (:func:`pnp.problems.cached_norm`), checked against a 10-step power iteration when given
         (:meth:`check_norm`).
 
