@@ -11,6 +11,9 @@
   batch (CT iterates start from an FBP far outside the denoiser's training noise).
 * :class:`GradientStepDenoising`: MSE after ``steps`` gradient steps on ½‖u − y‖² + R_σ(u) from u = y (the t-step
   denoiser of CRR-NN, Goujon et al. 2023), for models with an explicit regulariser (``model.unrolled``).
+* :class:`LiftedBregman`: the MSE of an unrolled proximal network (:class:`~pnp.denoisers.PNN`) lifted to per-sample
+  layer variables with Bregman penalties (Wang & Benning 2023; Wang, Benning, Repetti 2024): no back-propagation
+  through the layers (``trainer=bregman``).
 * :class:`ProximalMatching`: the LPN schedule (Fang et al. 2024): L1 for the first ``l1_fraction`` of the steps,
   then 1 − exp(−‖D(y) − x‖²/γ²) with γ = (8, 4, 2, 1)·γ_min in equal stages, γ_min = ``gamma_scale``·√d.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pnp.denoisers.pnn import Layers
 from pnp.errors import check, check_positive
 from pnp.lipschitz import jacobian_sq_norm_penalty_estimate
 
@@ -111,6 +115,81 @@ class FirmlyNonexpansive(Denoising):
         penalty = hinge_log_capped(sq, 1 - self.eps, self.clip).mean()
         loss = fidelity + self.lam * penalty
         logs = {"loss": float(loss.detach()), "fidelity": float(fidelity.detach()), "jac_sq": float(sq.detach().max())}
+        return loss, logs
+
+
+class LiftedBregman(Denoising):
+    """Lifted Bregman training (Wang & Benning, JMLR 24(232), 2023; Wang, Benning, Repetti, MLSP 2024) of an unrolled
+    network u_k = λ_kϱ(v_k/λ_k), v_k = A_ku_{k−1} + τ_kL_kz (A_k = I − τ_kL_kL_kᵀ), x = z − L_Kᵀu_K
+    (:meth:`pnp.denoisers.PNN.unroll`). The layer equations become penalties on per-sample layer variables
+    y_k = u_k/λ_k ∈ dom φ (the normalised activations), in units of ½‖·‖² per pixel:
+
+        E(θ, y) = ½‖z − L_Kᵀu_K − x̄‖² + Σ_k λ_k² B_φ(y_k, v_k/λ_k),   u_k = λ_ky_k,  v_k = A_ku_{k−1} + τ_kL_kz,
+
+    B_φ(y, w) = ½y² + φ(y) + (½|·|² + φ)*(w) − yw ≥ ½(y − ϱ(w))², zero iff y = ϱ(w) (λ²B_φ(u/λ, v/λ) is the Bregman
+    penalty of the scaled activation λϱ(·/λ) = prox_{λ²φ(·/λ)}). At the forward pass every penalty vanishes and
+    E is the network's loss. Each call (one batch):
+
+    1. y from the forward pass, with the pre-activations q_k = v_k;
+    2. ``sweeps`` top-down sweeps k = K … 1 of block Bregman proximal gradient on u_k with the mirror map
+       ½‖·‖² + λ_k²φ(·/λ_k) (whose conjugate's gradient is the activation): q_k ← (1 − γ_k)q_k + γ_k(v_k − g_k),
+       y_k = ϱ(q_k/λ_k), g_k the gradient of the term of the layer above, A_{k+1}(λ_{k+1}ϱ(v_{k+1}/λ_{k+1}) −
+       u_{k+1}) (∂_w B_φ(y, w) = ϱ(w) − y), or −L_K(x − x̄) at the top. γ_k = 1/(1 + L_k), L_k ≥ the Lipschitz
+       constant of g_k (‖A_{k+1}‖² ≤ 1 below the top, B_K² at it), makes every block step decrease E (relative
+       smoothness: Bauschke, Bolte, Teboulle 2017);
+    3. E(θ, y)·2/N (N pixels: the forward pass's MSE plus the penalties) with y fixed, for the trainer's optimiser:
+       each term depends on layers k − 1 and k only, so autograd never runs through the layers' chain, and through
+       the activation only as ∂_wB_φ = ϱ(w) − y, the derivative of the Fenchel term's ψ (no derivative of ϱ).
+
+    The paper keeps one layer variable per training sample across epochs; the patches here are redrawn each step,
+    so the layer variables live for one batch: initialised by the forward pass, refined by the sweeps."""
+
+    def __init__(self, loss: str = "mse", sweeps: int = 2) -> None:
+        check(loss == "mse", f"lifted Bregman training takes the mse loss, got {loss!r}")
+        check(isinstance(sweeps, int) and sweeps >= 0, f"sweeps must be an integer >= 0, got {sweeps!r}")
+        super().__init__(loss)
+        self.sweeps = sweeps
+
+    def layer_variables(self, net: Layers, clean: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The layer variables y_k after the forward pass and the sweeps, and the forward pass's MSE."""
+        q, y, u = [], [], net.start()
+        for k in range(net.count):
+            q.append(net.gradient_step(k, u, net.z))
+            yk, u = net.activate(k, q[k])
+            y.append(yk)
+        mse = self.fidelity(net.output(u), clean)
+        top = 1 / (1 + net.norms[net.index(net.count - 1)] ** 2)
+        for _ in range(self.sweeps):
+            inputs = [net.start(), *(net.threshold(k) * y[k] for k in range(net.count))]  # u_{k−1}, then u_{K−1}
+            v = [net.gradient_step(k, inputs[k], net.z) for k in range(net.count)]
+            g = -net.analysis(net.count - 1, net.output(inputs[-1]) - clean)
+            for k in reversed(range(net.count)):
+                step = top if k == net.count - 1 else 0.5
+                q[k] = (1 - step) * q[k] + step * (v[k] - g)
+                y[k], u = net.activate(k, q[k])
+                if k:
+                    g = net.gradient_step(k, net.activate(k, v[k])[1] - u, 0.0)
+        return y, mse
+
+    def lifted(self, net: Layers, y: list[torch.Tensor], clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E(θ, y)·2/N, the penalties' part of it) at the layer variables ``y``."""
+        u, penalty = net.start(), clean.new_zeros(())
+        for k in range(net.count):
+            lam = net.threshold(k)
+            v = net.gradient_step(k, u, net.z)
+            penalty = penalty + (lam**2 * net.activation.bregman(y[k], v / lam)).sum()
+            u = lam * y[k]
+        penalty = 2 * penalty / clean.numel()
+        return self.fidelity(net.output(u), clean) + penalty, penalty
+
+    def __call__(self, model, clean, noisy, step, steps, sigma=None):
+        check(hasattr(model, "unroll"), f"lifted Bregman training needs an unrolled network (PNN), not {type(model)}")
+        check(noisy.shape[1] == model.channels, f"a {model.channels}-channel network trains on as many channels")
+        net = model.unroll(noisy, sigma)
+        with torch.no_grad():
+            y, mse = self.layer_variables(net, clean)
+        loss, penalty = self.lifted(net, [t.detach() for t in y], clean)
+        logs = {"loss": float(loss.detach()), "mse": float(mse), "bregman": float(penalty.detach())}
         return loss, logs
 
 

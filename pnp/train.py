@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from pnp import weights
+from pnp import parallel, weights
 from pnp.cli import entry, log, user_errors
 from pnp.config import check_keys
 from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
@@ -57,29 +57,42 @@ def lipschitz_record(
     }
 
 
-def checkpoint_state(step: int, model, opt, sched, sampler: PatchSampler, history: list, best: dict | None) -> dict:
+def random_state(sampler: PatchSampler) -> dict:
+    """This process's random streams: its patches' and torch's global one (objectives draw from it, e.g. penalty
+    points)."""
+    return {"generator": sampler.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+
+def checkpoint_state(step: int, model, opt, sched, streams: list[dict], history: list, best: dict | None) -> dict:
     return {
         "step": step,
         "best": best,  # select=best: the weights of the best validation PSNR so far, and their step
         "model": model.state_dict(),
         "optim": opt.state_dict(),
         "sched": sched.state_dict(),
-        "generator": sampler.generator.get_state(),
-        "torch_rng": torch.get_rng_state(),  # objectives draw from the global generator (e.g. penalty points)
+        "random": streams,  # each process's random_state, in rank order: a resume needs as many processes
         "history": history,
     }
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``."""
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``.
+
+    Under ``torchrun --nproc_per_node=N`` (:mod:`pnp.parallel`) every process trains a replica on its own patches
+    (seed + rank, ``data.batch`` each) with the gradients averaged over the processes; rank 0 validates, checkpoints,
+    writes and returns the manifest, the others return None."""
     check_keys(cfg)
     check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed, device)
+    ranks, device = parallel.join(resolve_device(cfg.device))
+    seed_everything(cfg.seed + ranks.rank, device)  # rank 0 draws what a single process draws
     name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
-        model.load_state_dict(weights.pretrained(cfg.init_from).state_dict())
+        start = weights.pretrained(cfg.init_from).state_dict()
+        missing, unexpected = model.load_state_dict(start, strict=False)  # shapes are still checked
+        check(not unexpected, f"init_from={cfg.init_from}: {', '.join(unexpected)} have no place in this network")
+        if missing:  # e.g. a WCRR from the CRR: its concave spline and scale start from their initialisation
+            log.info(f"init_from={cfg.init_from}: {', '.join(missing)} start from their initialisation")
     objective = instantiate(cfg.objective)
     split = make_split(cfg.data.root, cfg.data.n_validation)
     sampler = PatchSampler(
@@ -88,7 +101,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.data.batch,
         cfg.data.sigma_min,
         cfg.data.sigma_max,
-        cfg.seed,
+        cfg.seed + ranks.rank,
         device,
         cfg.data.get("log_uniform", False),
     )
@@ -103,41 +116,57 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
-        sampler.generator.set_state(state["generator"])
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])
+        streams = state.get("random", [state])  # checkpoints before pnp.parallel: one process's, at the top
+        count = len(streams)
+        check(count == ranks.world, f"{ckpt} was written by {count} process(es): resume with as many (torchrun)")
+        own = streams[ranks.rank]
+        sampler.generator.set_state(own["generator"].cpu())
+        if "torch_rng" in own:
+            torch.set_rng_state(own["torch_rng"].cpu())
         start, history, elapsed = state["step"], state["history"], state.get("elapsed", 0.0)
         best = state.get("best")
+    if ranks.distributed:
+        parallel.broadcast(model)  # every replica starts from rank 0's weights and buffers
     model.train()
     t0 = time.perf_counter() - elapsed
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name, disable=not ranks.main)
     psnr = history[-1]["val_psnr"] if history else float("nan")
     for step in bar:
         clean, noisy, sigma = sampler()
         loss, logs = objective(model, clean, noisy, step, cfg.steps, sigma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if ranks.distributed:  # before clipping, the step and the projections: every replica takes the same step
+            parallel.average_gradients(model.parameters(), ranks.world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
         if hasattr(model, "clamp_weights"):
             model.clamp_weights()
         sched.step()
         done = step + 1
-        if done % cfg.val_every == 0 or done == cfg.steps:
+        if ranks.main and (done % cfg.val_every == 0 or done == cfg.steps):
             psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
-            history.append({"step": done, "val_psnr": psnr, **logs})
+            history.append({"step": done, "time_s": time.perf_counter() - t0, "val_psnr": psnr, **logs})
             if cfg.select == "best" and (best is None or psnr > best["val_psnr"]):
                 best = {"step": done, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
         bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            weights.save_atomic(
-                {
-                    **checkpoint_state(done, model, opt, sched, sampler, history, best),
-                    "elapsed": time.perf_counter() - t0,
-                },
-                ckpt,
-            )
+            streams = parallel.gather(random_state(sampler), ranks)
+            if ranks.main:
+                weights.save_atomic(
+                    {
+                        **checkpoint_state(done, model, opt, sched, streams, history, best),
+                        "elapsed": time.perf_counter() - t0,
+                    },
+                    ckpt,
+                )
     wall = time.perf_counter() - t0
+    replicas = parallel.gather(parallel.digest(model), ranks) if ranks.distributed else []
+    if len(set(replicas)) > 1:  # the replicas took the same steps, unless pnp.parallel has a bug
+        raise RuntimeError(f"the {ranks.world} processes ended training with different weights")
+    if not ranks.main:
+        parallel.leave(ranks)
+        return None
     selected = cfg.steps
     if best is not None:  # early stopping on the validation images (never on a test image)
         model.load_state_dict(best["model"])
@@ -145,10 +174,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record = {
         "name": name,
         "recipe": HydraConfig.get().runtime.choices["recipe"] if HydraConfig.initialized() else None,
+        "trainer": HydraConfig.get().runtime.choices["trainer"] if HydraConfig.initialized() else None,
         "steps": cfg.steps,
         "selected_step": selected,  # the step whose weights these are (select=best: the best validation PSNR)
         "wall_time_s": wall,
         "device": str(device),
+        "processes": ranks.world,  # data-parallel replicas (torchrun), data.batch patches each
         "torch": torch.__version__,
         "val_psnr": psnr,
         "val_sigma": cfg.data.val_sigma,
@@ -161,6 +192,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.ship:
         for suffix in (".pt", ".json"):  # weights first: a manifest never names weights that are not there yet
             weights.copy_atomic(run_dir / f"{name}{suffix}", weights.SHIPPED / f"{name}{suffix}")
+    parallel.leave(ranks)
     return manifest
 
 
@@ -169,6 +201,8 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         m = train(cfg, run_dir)
+    if m is None:  # another process of a torchrun launch: rank 0 reports
+        return
     lip = m["lipschitz"]
     log.info(
         f"{m['name']} ({m['recipe']}): val PSNR {m['val_psnr']:.2f} dB at sigma {m['val_sigma']:g}, "

@@ -11,12 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
-priors=${2:-"tv wavelet crr wcrr euler fne_dncnn dncnn"}
+priors=${2:-"tv wavelet crr wcrr pnn euler fne_dncnn dncnn"}
 range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
     wavelet) echo "tune.low=0.001 tune.high=0.1" ;;
     crr | wcrr) echo "tune.low=0.001 tune.high=0.03" ;;
+    pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per layer and channel
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
 }

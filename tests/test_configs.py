@@ -13,7 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pnp.config import CONFIGS, build_denoiser, build_problem, denoiser_sigma
+from pnp.errors import ConfigError
 from pnp.guarantees import Guarantee
+from pnp.losses import LiftedBregman
 from pnp.monitor import ConvergenceMonitor
 from pnp.problems import Problem
 from pnp.schemes import Scheme
@@ -102,6 +104,24 @@ def test_every_learned_denoiser_has_both_recipes():
     learned = {o for g, o in OPTIONS if g == "denoiser"} - {"tv", "wavelet", "bm3d"}
     assert {f"{n}_{s}" for n in learned for s in ("cpu", "gpu")} <= set(RECIPES)
     assert all(r.endswith(("_cpu", "_gpu")) for r in RECIPES)
+
+
+def test_the_bregman_trainer_lifts_the_recipes_objective_and_changes_nothing_else():
+    backprop = OmegaConf.to_container(compose_named("train", "denoiser=pnn"))
+    assert backprop == OmegaConf.to_container(compose_named("train", "denoiser=pnn", "trainer=backprop"))
+    cfg = compose_named("train", "denoiser=pnn", "trainer=bregman", "objective.sweeps=1")
+    bregman = OmegaConf.to_container(cfg)
+    assert bregman.pop("objective") == {"_target_": "pnp.losses.LiftedBregman", "loss": "mse", "sweeps": 1}
+    assert backprop.pop("objective") != {} and bregman == backprop
+    objective, net = instantiate(cfg.objective), instantiate(cfg.net)
+    assert isinstance(objective, LiftedBregman)
+    clean = torch.rand(2, 1, 8, 8)
+    loss, logs = objective(net, clean, clean + 0.1 * torch.randn_like(clean), 0, 1, torch.full((2,), 0.1))
+    loss.backward()
+    assert torch.isfinite(loss) and logs["bregman"] >= 0 and logs["loss"] <= logs["mse"]
+    dncnn = compose_named("train", "denoiser=dncnn", "trainer=bregman")
+    with pytest.raises(ConfigError, match="unrolled network"):
+        instantiate(dncnn.objective)(instantiate(dncnn.net), clean, clean, 0, 1, None)
 
 
 @pytest.mark.parametrize("name", ["euler", "fne_dncnn", "lpn", "tv"])

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from pnp.activations import Tanh
+from pnp.activations import Clip, Tanh
 from pnp.denoisers import PNN
 from pnp.denoisers.pnn import SIGMA_REF
 from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
+from pnp.losses import LiftedBregman
 
 
 def image(channels: int = 1, batch: int = 2, height: int = 17, width: int = 23, dtype=torch.float32) -> torch.Tensor:
@@ -131,3 +132,70 @@ def test_the_config_rebuilds_the_network_as_a_manifest_and_hydra_do():
         torch.testing.assert_close(again.eval()(x, 0.05), den(x, 0.05))
     built = instantiate({"_target_": "pnp.denoisers.PNN", "activation": {"_target_": "pnp.activations.Tanh"}})
     assert isinstance(built.activation, Tanh)
+
+
+def batch(seed: int, n: int = 4, size: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clean, noisy, σ): smooth random images with noise of per-image levels."""
+    g = torch.Generator().manual_seed(seed)
+    clean = F.avg_pool2d(torch.rand(n, 1, size + 4, size + 4, generator=g, dtype=torch.float64), 5, 1)
+    sigma = torch.linspace(0.02, 0.15, n, dtype=torch.float64)
+    return clean, clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=g, dtype=torch.float64), sigma
+
+
+@pytest.mark.parametrize("activation", [Clip(), Tanh()], ids=["clip", "tanh"])
+def test_the_lifted_objective_is_the_forward_mse_at_the_forward_pass_and_the_sweeps_lower_it(activation):
+    den = network(activation=activation).double().train()
+    clean, noisy, sigma = batch(0)
+    net = den.unroll(noisy, sigma)
+    mse = F.mse_loss(den(noisy, sigma), clean)
+    values = []
+    with torch.no_grad():
+        for sweeps in (0, 1, 2, 5):
+            y, forward = LiftedBregman(sweeps=sweeps).layer_variables(net, clean)
+            loss, penalty = LiftedBregman().lifted(net, y, clean)
+            u = net.start()
+            for k in range(net.count):  # every Bregman term is >= 0
+                lam = net.threshold(k)
+                assert (net.activation.bregman(y[k], net.gradient_step(k, u, noisy) / lam) >= -1e-12).all()
+                u = lam * y[k]
+            torch.testing.assert_close(forward, mse)
+            values.append(float(loss))
+            if sweeps == 0:  # the layer variables are the forward pass: every penalty vanishes
+                assert abs(float(penalty)) < 1e-12
+                torch.testing.assert_close(loss, mse, rtol=1e-12, atol=1e-14)
+            else:
+                assert float(penalty) > 0
+    assert all(b <= a for a, b in itertools.pairwise(values)) and values[-1] < 0.5 * values[0], values
+
+
+def test_the_lifted_gradient_is_layer_local():
+    """At the forward pass only the last layer's parameters see the loss (every penalty is at its minimum); one
+    top-down sweep carries the residual to every layer."""
+    den = network().double().train()
+    clean, noisy, sigma = batch(1)
+    for sweeps, reached in ((0, {den.layers - 1}), (1, set(range(den.layers)))):
+        den.zero_grad()
+        LiftedBregman(sweeps=sweeps)(den, clean, noisy, 0, 1, sigma)[0].backward()
+        for name in ("weight", "log_threshold", "log_power"):
+            grad = getattr(den, name).grad
+            layers = {k for k in range(den.layers) if grad[k].abs().max() > 1e-12}
+            assert layers == reached, (sweeps, name, layers)
+
+
+def test_a_few_bregman_steps_lower_the_validation_mse():
+    torch.manual_seed(0)
+    den = PNN(features=4, layers=4).double()
+    opt = torch.optim.Adam(den.parameters(), lr=1e-2)
+    clean, noisy, sigma = batch(99)
+    with torch.no_grad():
+        before = F.mse_loss(den.eval()(noisy, sigma), clean)
+    den.train()
+    for step in range(10):
+        train_clean, train_noisy, train_sigma = batch(step)
+        loss, logs = LiftedBregman()(den, train_clean, train_noisy, step, 10, train_sigma)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert logs["bregman"] >= 0 and logs["loss"] <= logs["mse"]
+    with torch.no_grad():
+        assert F.mse_loss(den.eval()(noisy, sigma), clean) < 0.9 * before

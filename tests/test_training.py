@@ -144,6 +144,25 @@ def test_train_resumes_from_its_checkpoint(tiny_runs, tmp_path):
     assert fresh.returncode == 2 and "no checkpoint" in fresh.stderr and "Traceback" not in fresh.stderr
 
 
+def test_a_pnn_trains_with_the_lifted_bregman_trainer(tmp_path):
+    run(
+        "pnp.train",
+        "denoiser=pnn",
+        "trainer=bregman",
+        "steps=2",
+        "net.layers=2",
+        "net.features=4",
+        *TINY_TRAIN,
+        f"hydra.run.dir={tmp_path}",
+    )
+    manifest = json.loads((tmp_path / "pnn.json").read_text())
+    assert manifest["trainer"] == "bregman" and manifest["recipe"] == "pnn_cpu"
+    assert manifest["train_config"]["objective"]["_target_"] == "pnp.losses.LiftedBregman"
+    (last,) = manifest["history"]
+    assert last["time_s"] > 0 and last["bregman"] >= 0 and math.isfinite(manifest["val_psnr"])
+    assert weights.load(tmp_path / "pnn.pt")(torch.rand(1, 1, 16, 16), 0.05).shape == (1, 1, 16, 16)
+
+
 def test_trained_lpn_weights_are_nonnegative(tiny_runs):
     model = weights.load(tiny_runs["lpn"] / "lpn.pt")
     assert isinstance(model, LPN)

@@ -31,7 +31,11 @@ A_k = I − τ_k L_k L_kᵀ of norm ≤ 1 (τ_k B_k² < 2), so ‖δu_k‖ ≤ �
 
 This layer-wise certificate grows linearly with K, where the product of the per-layer norms of the same network
 written on (u, z) (the tutorial's certificate) grows geometrically. It exceeds 1 for K > 1: the class is "none",
-measured by :mod:`pnp.certify`.
+measured by :mod:`pnp.certify` (the firmly-nonexpansive Jacobian penalty, :class:`pnp.losses.FirmlyNonexpansive`,
+brings the measured Lip(2D − Id) near 1).
+
+Training. By back-propagation, or by lifted Bregman training (:class:`pnp.losses.LiftedBregman`, ``trainer=bregman``),
+which needs the layers one at a time: :meth:`PNN.unroll`.
 """
 
 from __future__ import annotations
