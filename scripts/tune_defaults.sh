@@ -7,7 +7,7 @@
 # iterations; the ridge regularizers: the accelerated gradient and 2000 iterations their configs select; both
 # validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
-# (not for dncnn, which no theorem covers at any strength).
+# (not for dncnn and pnn, which no theorem covers at any strength: pnn's certificate fails at low sigma).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
@@ -25,6 +25,6 @@ for problem in $problems; do
   for prior in $priors; do
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
-      tune.ship=true strict="$([ "$prior" = dncnn ] && echo false || echo true)" image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
+      tune.ship=true strict="$(case "$prior" in dncnn | pnn) echo false ;; *) echo true ;; esac)" image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
   done
 done
