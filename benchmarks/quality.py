@@ -8,11 +8,12 @@ Problems (their configs in ``pnp/configs/problem``): Gaussian deblurring (σ_blu
 Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². Every prior runs at the strength that
 ``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
-γ = 1/‖A‖², at most ``--max-iter`` iterations, tol 1e-5 on c_k (the explicit ridge priors: the scheme their config
-selects, monotone accelerated gradient on the same objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per
-row: PSNR and SSIM (means over the images), the images whose c_k fell below tol (converged) and whose c_k never rose
-after iteration 20 (monotone), the mean iterations to tol, the wall time of the batch, whether a convergence theorem
-covers the run (:mod:`pnp.guarantees`) and, for explicit priors, whether the objective F(x_k) never increased.
+γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations, tol
+1e-5 on c_k (the explicit ridge priors: the scheme their config selects, monotone accelerated gradient on the same
+objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per row: PSNR and SSIM (means over the images), the images
+whose c_k fell below tol (converged) and whose c_k never rose after iteration 20 (monotone), the mean iterations to tol,
+the wall time of the batch, whether a convergence theorem covers the run (:mod:`pnp.guarantees`) and, for explicit
+priors, whether the objective F(x_k) never increased.
 
 Writes ``quality_<problem>.md`` / ``.csv`` (one table per problem, its priors run side by side in one process) and
 ``quality_<problem>.png`` (c_k, PSNR and, for explicit priors, the objective gap of the first test image).
@@ -110,7 +111,9 @@ def main() -> None:
         start = float(batch_psnr(problem.x0.clamp(0, 1), problem.x_true).mean())
         rows, curves = [], {}
         for prior in priors:
-            row, curves[prior] = run(problem, tuned_as, prior, {"PGD": args.max_iter, "AGD": args.max_iter_agd})
+            row, curves[prior] = run(
+                problem, tuned_as, prior, {"PGD": args.max_iter, "ADMM": args.max_iter, "AGD": args.max_iter_agd}
+            )
             rows.append({"problem": name, **row})
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
         plot_curves(args.out / f"quality_{name}.png", curves, title=f"{name}: tuned strengths, camera")
@@ -120,8 +123,9 @@ def main() -> None:
             f"{name}: every prior at its tuned strength on the test images",
             f"Test images camera, astronaut, coffee (never trained on, never tuned on): {problem.x_true.shape[0]} "
             f"images of {problem.x_true.shape[-1]}², start {start:.2f} dB; strengths tuned on the validation images "
-            f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations), for the explicit ridge "
-            f"priors accelerated gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
+            f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations) or, where the tuner chose it, "
+            f"PnP-ADMM at its tuned penalty γL (as many iterations), for the explicit ridge priors accelerated "
+            f"gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
             f"{TOL:g} from some iteration to the end (iters_to_tol: that iteration; the summary metrics.json "
             f"reports); monotone: c_k never rose (relative slack {MONOTONE_SLACK:g}) after iteration "
             f"{MONOTONE_AFTER}; covered: a convergence theorem covers the run; F_monotone: images whose objective "

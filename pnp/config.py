@@ -206,7 +206,7 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
     with its strength, class and scheme, outside any Hydra run (scripts, benchmarks)."""
     cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
-    label = (strength(cfg) or "default") + ("" if tuned else " (untuned)")
+    label = (strength(cfg) or "default") + step_label(cfg.scheme) + ("" if tuned else " (untuned)")
     den = build_denoiser(cfg, device, torch.float32)
     return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, instantiate(cfg.scheme))
 
@@ -218,22 +218,45 @@ def strength(cfg: DictConfig) -> str:
     return ",".join(parts)
 
 
+def step_label(scheme: DictConfig) -> str:
+    """``(γL=10)`` where the step (PGD) or penalty (ADMM) is not the default γ = 1/L; empty otherwise."""
+    factor = scheme.get("step_factor", 1.0)
+    return "" if scheme.get("stepsize") is not None or factor == 1 else f"(γL={factor:g})"
+
+
 def tuned_path(cfg: DictConfig, folder: Path = TUNED) -> Path | None:
     """``<folder>/<problem>_<denoiser>.yaml`` with the problem config's ``problem_name``; None without a problem."""
     return folder / f"{cfg.problem_name}_{cfg.denoiser.name}.yaml" if "problem_name" in cfg else None
 
 
+def scheme_name(scheme: DictConfig) -> str | None:
+    """The ``scheme/`` group config whose ``_target_`` the configured scheme has (``pgd``, ``admm``, ``agd``)."""
+    targets = {OmegaConf.load(CONFIGS / "scheme" / f"{n}.yaml")._target_: n for n in available("scheme")}
+    return targets.get(scheme.get("_target_"))
+
+
 def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), folder: Path = TUNED) -> Path | None:
-    """Set the denoiser's tuned strength from ``pnp/configs/tuned/<problem>_<denoiser>.yaml`` when that file exists,
-    except for the keys given in ``overrides`` (the command line wins). Returns the file used."""
+    """Set the tuned setting of ``pnp/configs/tuned/<problem>_<denoiser>.yaml`` when that file exists: its
+    ``denoiser`` keys (σ, θ) and, unless the command line chose another scheme, its ``scheme`` (the group config
+    ``name`` with the tuned keys, e.g. the ADMM penalty). A key given on the command line wins. Returns the file."""
     path = tuned_path(cfg, folder)
     if path is None or not path.is_file():
         return None
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    tuned = OmegaConf.load(path)
     with open_dict(cfg):
-        for key, value in OmegaConf.load(path).items():
+        for key, value in tuned.get("denoiser", {}).items():
             if f"denoiser.{key}" not in given:
                 cfg.denoiser[key] = value
+        scheme = tuned.get("scheme")
+        if scheme is not None and ("scheme" not in given or scheme_name(cfg.scheme) == scheme.name):
+            chosen = OmegaConf.load(CONFIGS / "scheme" / f"{scheme.name}.yaml")
+            for key, value in scheme.items():
+                if key != "name":
+                    chosen[key] = value
+            for key in (g.split(".", 1)[1] for g in given if g.startswith("scheme.")):
+                chosen[key] = cfg.scheme.get(key)
+            cfg.scheme = chosen
     return path
 
 
@@ -256,7 +279,7 @@ def label(cfg: DictConfig) -> str:
     shown = strength(cfg)
     parts = [
         problem_label(cfg),
-        cfg.scheme._target_.rsplit(".", 1)[-1],
+        cfg.scheme._target_.rsplit(".", 1)[-1] + step_label(cfg.scheme),
         f"{cfg.denoiser.name}({shown})" if shown else cfg.denoiser.name,
     ]
     return " · ".join(parts + ([f"equivariant-{eq.mode}"] if eq else []))

@@ -21,8 +21,9 @@ PnP-PGD x⁺ = (1 − ν)x + ν D(x − γ∇f(x)), f convex and L-smooth:
 * D = prox of a κ-weakly convex g (ν = 1): the objective F = f + g/γ decreases by ((2 − κ)/(2γ) − L/2)‖x⁺ − x‖² per
   step, so γL < 2 − κ; with the Kurdyka–Łojasiewicz property of the semi-algebraic F and bounded iterates, the
   iterates converge to a critical point (Attouch, Bolte & Svaiter 2013, Thm 2.9).
-PnP-ADMM (Douglas–Rachford in ADMM form, any γ > 0): D firmly nonexpansive (the resolvent of a maximally monotone
-operator, Minty) with f convex: Eckstein & Bertsekas 1992, Thm 8.
+PnP-ADMM (Douglas–Rachford in ADMM form, any γ > 0): D firmly nonexpansive, i.e. ½-averaged (the resolvent of a
+maximally monotone operator, Minty; a nonexpansive D relaxed by θ ≤ ½) with f convex: Eckstein & Bertsekas 1992,
+Thm 8.
 """
 
 from __future__ import annotations
@@ -149,10 +150,14 @@ def pgd_verdict(g: Guarantee, gamma_l: float | None, nu: float) -> Verdict:
 
 def admm_verdict(g: Guarantee) -> Verdict:
     """PnP-ADMM with any penalty γ > 0."""
-    ok = g.kind in ("prox_convex", "firmly_nonexpansive")
+    alpha = g.averagedness
+    ok = alpha is not None and alpha <= 0.5  # ½-averaged is firmly nonexpansive
     return Verdict(
         ok,
         "Douglas-Rachford / ADMM with a resolvent (Eckstein-Bertsekas 1992, Thm 8)" if ok else "",
-        "the denoiser is firmly nonexpansive" if ok else f"needs a firmly nonexpansive denoiser, got {g.kind!r}",
+        "the denoiser is firmly nonexpansive"
+        if ok
+        else f"needs a firmly nonexpansive denoiser, got {g.kind!r}"
+        + (f" ({alpha:g}-averaged; theta <= {0.5 / alpha:g} makes it firmly nonexpansive)" if alpha else ""),
         g,
     )

@@ -1,13 +1,18 @@
 """Tune a denoiser's strength for a problem on the validation images:
 ``python -m pnp.tune +problem=deblur denoiser=crr [tune.param=denoiser.theta] [tune.ship=true]``.
 
-The parameter (``denoiser.sigma`` by default, ``denoiser.theta`` for blind networks) is searched on a log grid
-between ``tune.low`` and ``tune.high``, then on finer grids around the best value (``tune.rounds``). Each value runs
-the configured scheme on the validation images (:data:`pnp.data.VALIDATION`, never a test image) as one batch at the
-problem's image size and scores the mean PSNR of the result; a run that diverges or that no convergence theorem
-covers (under ``strict``) scores −inf. The choice, the whole search and the settings go to ``tune.json`` in the run
-directory; ``tune.ship=true`` writes ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which ``pnp.solve`` then uses
-by default for that problem and denoiser (a value on the command line still wins).
+The parameter (``denoiser.sigma`` by default, ``denoiser.theta`` for blind networks, or ``scheme.step_factor``: γL,
+the step of PnP-PGD within its bound or the penalty of PnP-ADMM, where a larger γ weakens the prior of prox_{γf}, D)
+is searched on a log grid between ``tune.low`` and ``tune.high``, then on finer grids around the best value
+(``tune.rounds``). Each value runs the configured scheme on the validation images (:data:`pnp.data.VALIDATION`,
+never a test image) as one batch at the problem's image size and scores the mean PSNR of the result; a run that
+diverges or that no convergence theorem covers (under ``strict``) scores −inf, and so does one that ends above the
+monitor's tolerance with ``tune.require_converged=true`` (a default must converge within the iteration budget). The
+choice, the whole search and the settings go to ``tune.json`` in the run directory; ``tune.ship=true`` writes the
+setting (the denoiser's σ and θ, the scheme and its step) to ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which
+``pnp.solve`` then uses by default for that problem and denoiser (a value or a scheme on the command line still
+wins); with ``tune.keep_better=true`` only when its validation PSNR beats the file already there (a second search,
+e.g. the ADMM penalty after θ, ships only if it wins on the validation images).
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.cli import entry, log, user_errors
-from pnp.config import TUNED, build_denoiser, check_keys, denoiser_sigma, guarantee_of, tuned_path
+from pnp.config import TUNED, build_denoiser, check_keys, denoiser_sigma, guarantee_of, scheme_name, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
 from pnp.problems import Problem
 from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
 
-PARAMS = ("denoiser.sigma", "denoiser.theta")
+PARAMS = ("denoiser.sigma", "denoiser.theta", "scheme.step_factor")
+UPPER = {"denoiser.theta": 1.0}  # a parameter's largest meaningful value
 
 
 def validation_problem(cfg: DictConfig, device: torch.device) -> Problem:
@@ -65,9 +71,10 @@ def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
         return {"value": value, "psnr": -math.inf, "error": str(err)}
     psnr = batch_psnr(result.x.clamp(0, 1), problem.x_true)
     h = result.history
+    failed = h.diverged or (cfg.tune.require_converged and not h.converged)
     return {
         "value": value,
-        "psnr": -math.inf if h.diverged else float(psnr.mean()),
+        "psnr": -math.inf if failed else float(psnr.mean()),
         "psnr_per_image": [float(p) for p in psnr],
         "iterations": h.iterations,
         "converged": h.converged,
@@ -94,10 +101,14 @@ def search(cfg: DictConfig, problem: Problem, evaluations: list[dict[str, Any]])
                 evaluations.append(entry)
                 log.info(f"  round {round_ + 1}: {t.param}={value:.5g} -> {entry['psnr']:.3f} dB")
         best = max(evaluations, key=lambda e: e["psnr"])
-        upper = 1.0 if t.param == "denoiser.theta" else math.inf
+        upper = UPPER.get(t.param, math.inf)
         ratio = math.sqrt(ratio)
         grid = [min(best["value"] * ratio ** (i - (t.points - 1) / 2), upper) for i in range(t.points)]
-    check(math.isfinite(best["psnr"]), f"every value of {t.param} diverged or was refused")
+    check(
+        math.isfinite(best["psnr"]),
+        f"every value of {t.param} diverged or was refused"
+        + (f" or ended above monitor.tol in {cfg.monitor.max_iter} iterations" if t.require_converged else ""),
+    )
     return best
 
 
@@ -106,17 +117,34 @@ def tuned_file(cfg: DictConfig) -> Path:
     return tuned_path(cfg, Path(cfg.tune.dir) if cfg.tune.dir else TUNED)
 
 
-def write_tuned(path: Path, cfg: DictConfig, best: dict[str, Any]) -> None:
-    """The tuned value as a ``denoiser`` package override, with where it came from."""
-    key = cfg.tune.param.split(".")[1]
+def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
+    """What ``pnp.solve`` needs to repeat the best run: the denoiser's strength and the scheme with its step."""
+    section, key = cfg.tune.param.split(".")
+    with open_dict(cfg):
+        cfg[section][key] = float(best["value"])
+    denoiser = {k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None}
+    scheme = {"name": scheme_name(cfg.scheme), "step_factor": float(f"{cfg.scheme.step_factor:.6g}")}
+    return {"denoiser": denoiser, "scheme": scheme, "validation_psnr": round(float(best["psnr"]), 3)}
+
+
+def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict[str, Any]) -> None:
+    """The tuned setting as ``denoiser`` and ``scheme`` sections (pnp.config.apply_tuned), with where it came from."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        f"# @package denoiser\n"
-        f"# Tuned by `python -m pnp.tune` on the validation images {list(make_split().validation)} at "
-        f"{cfg.image.size}x{cfg.image.size}:\n"
+        f"# Tuned by `python -m pnp.tune` ({cfg.tune.param}) on the validation images {list(make_split().validation)} "
+        f"at {cfg.image.size}x{cfg.image.size}:\n"
         f"# mean PSNR {best['psnr']:.2f} dB, {best['iterations']} iterations, converged={best['converged']}.\n"
-        f"{key}: {best['value']:.6g}\n"
+        + OmegaConf.to_yaml(OmegaConf.create(setting))
     )
+
+
+def beats_shipped(path: Path, best: dict[str, Any], keep_better: bool) -> bool:
+    """Whether ``best`` should replace the tuned file at ``path``: always, unless ``keep_better`` and the file's
+    ``validation_psnr`` is at least as high."""
+    if not keep_better or not path.is_file():
+        return True
+    shipped = OmegaConf.load(path).get("validation_psnr")
+    return shipped is None or best["psnr"] > shipped
 
 
 def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -135,23 +163,32 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.tune.param != "denoiser.sigma" or not cfg.denoiser.get("blind"),
         f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",
     )
+    check(
+        cfg.tune.param != "scheme.step_factor" or cfg.scheme.get("stepsize") is None,
+        "scheme.stepsize is set, so scheme.step_factor has no effect: drop scheme.stepsize to tune the step",
+    )
     check_keys(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     problem = validation_problem(cfg, device)
     evaluations: list[dict[str, Any]] = []
     best = search(cfg, problem, evaluations)
+    setting = tuned_setting(cfg, best)  # also sets cfg's parameter to the best value for the record below
+    path = tuned_file(cfg)
+    shipped = bool(cfg.tune.ship) and beats_shipped(path, best, cfg.tune.keep_better)
     record = {
         "param": cfg.tune.param,
         "best": best,
+        "setting": setting,
+        "shipped": shipped,
         "evaluations": sorted(evaluations, key=lambda e: e["value"]),
         "validation_images": list(make_split().validation),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "tune.json").write_text(json.dumps(record, indent=2))
-    if cfg.tune.ship:
-        write_tuned(tuned_file(cfg), cfg, best)
+    if shipped:
+        write_tuned(path, cfg, setting, best)
     return record
 
 
@@ -163,7 +200,8 @@ def main(cfg: DictConfig) -> None:
     log.info(
         f"{cfg.denoiser.name}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
         f"{', '.join(record['validation_images'])} ({best['iterations']} it)"
-        + (f"; written to {tuned_file(cfg)}" if cfg.tune.ship else "")
+        + (f"; written to {tuned_file(cfg)}" if record["shipped"] else "")
+        + ("; the tuned file there scores higher: kept" if cfg.tune.ship and not record["shipped"] else "")
     )
 
 

@@ -280,6 +280,17 @@ def test_select_best_ships_the_weights_of_the_best_validation_step(tmp_path):
     assert best_step != 6 and not all(torch.equal(shipped[k], last[k]) for k in last)
 
 
+def test_select_best_lets_the_starting_weights_compete(tmp_path):
+    """With init_from, the starting weights are validated first (step 0): a fine-tune that only makes them worse
+    ships them unchanged."""
+    args = ["denoiser=dncnn", "init_from=dncnn", "steps=2", "select=best", *TINY_TRAIN, f"hydra.run.dir={tmp_path}"]
+    run("pnp.train", *args, "optim.lr=1.0", "optim.grad_clip=100")  # a destructive step
+    manifest = json.loads((tmp_path / "dncnn.json").read_text())
+    assert [h["step"] for h in manifest["history"]] == [0, 2] and manifest["selected_step"] == 0
+    start, shipped = weights.pretrained("dncnn").state_dict(), weights.load(tmp_path / "dncnn.pt").state_dict()
+    assert all(torch.equal(start[k], shipped[k]) for k in start)
+
+
 def test_select_last_is_the_default(tiny_runs):
     manifest = json.loads((tiny_runs["dncnn"] / "dncnn.json").read_text())
     assert manifest["selected_step"] == manifest["steps"] == 4

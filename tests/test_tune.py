@@ -49,7 +49,7 @@ def test_tuner_picks_the_best_validation_value_and_ships_it(tmp_path):
     assert record["validation_images"] == ["coins", "moon"]
     assert 0.001 <= record["best"]["value"] <= 0.3 and min(psnrs) < max(psnrs)
     shipped = tmp_path / "tuned" / "deblur_wavelet.yaml"
-    assert shipped.read_text().startswith("# @package denoiser") and "best" in proc.stdout
+    assert shipped.read_text().startswith("# Tuned by") and "best" in proc.stdout
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet"])
@@ -84,3 +84,69 @@ def test_tuning_refuses_data_of_its_own(tmp_path):
     proc = tune("+problem=deblur", "denoiser=tv", "measurement.path=blurred.png", "init.path=x.npy", run_dir=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
     assert "measurement.path, init.path" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_admm_penalty_is_tuned_and_selects_its_scheme(tmp_path):
+    """tune.param=scheme.step_factor: the tuned file names the scheme, which pnp.solve then uses unless the command
+    line chooses another one (a penalty tuned for ADMM means nothing to PGD)."""
+    proc = tune(
+        "+problem=deblur",
+        "denoiser=wavelet",
+        "scheme=admm",
+        "tune.param=scheme.step_factor",
+        "tune.low=0.1",
+        "tune.high=10",
+        "tune.rounds=1",
+        "tune.ship=true",
+        f"tune.dir={tmp_path / 'tuned'}",
+        run_dir=tmp_path / "run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((tmp_path / "run" / "tune.json").read_text())["best"]["value"]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        default = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet"])
+        pgd = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "scheme=pgd"])
+        own = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "scheme.step_factor=3"])
+    apply_tuned(default, (), tmp_path / "tuned")
+    assert default.scheme._target_ == "pnp.schemes.ADMM"
+    assert math.isclose(default.scheme.step_factor, best, rel_tol=1e-5)
+    apply_tuned(pgd, ("scheme=pgd",), tmp_path / "tuned")
+    assert pgd.scheme._target_ == "pnp.schemes.PGD" and pgd.scheme.step_factor == 1.0
+    apply_tuned(own, ("scheme.step_factor=3",), tmp_path / "tuned")
+    assert own.scheme._target_ == "pnp.schemes.ADMM" and own.scheme.step_factor == 3
+    # keep_better: a second search that scores lower on the validation images leaves the tuned file as it is
+    shipped = (tmp_path / "tuned" / "deblur_wavelet.yaml").read_text()
+    proc = tune(
+        "+problem=deblur",
+        "denoiser=wavelet",
+        "tune.low=5",
+        "tune.high=10",
+        "tune.rounds=1",
+        "tune.ship=true",
+        "tune.keep_better=true",
+        f"tune.dir={tmp_path / 'tuned'}",
+        run_dir=tmp_path / "worse",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not json.loads((tmp_path / "worse" / "tune.json").read_text())["shipped"] and "kept" in proc.stdout
+    assert (tmp_path / "tuned" / "deblur_wavelet.yaml").read_text() == shipped
+    # a set stepsize would make the tuned step_factor meaningless: one error line
+    proc = tune(
+        "+problem=deblur",
+        "denoiser=wavelet",
+        "tune.param=scheme.step_factor",
+        "scheme.stepsize=1",
+        run_dir=tmp_path / "b",
+    )
+    assert proc.returncode == 2 and "scheme.stepsize" in proc.stderr
+
+
+def test_require_converged_refuses_runs_that_end_above_the_tolerance(tmp_path):
+    proc = tune(
+        "+problem=deblur",
+        "denoiser=wavelet",
+        "tune.rounds=1",
+        "tune.require_converged=true",  # TINY's 15 iterations do not reach tol 1e-5
+        run_dir=tmp_path,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "monitor.tol" in proc.stderr
