@@ -41,7 +41,8 @@ def test_quality_small_subset(tmp_path):
     benchmark("quality.py", *args, "--max-iter-agd", "12", "--out", str(tmp_path))
     table = rows(tmp_path / "quality_deblur.csv")
     assert [r["prior"] for r in table] == ["tv", "crr", "euler"]
-    assert [r["scheme"] for r in table] == ["PGD", "AGD", "PGD"]  # the explicit prior's config selects AGD
+    # the explicit prior's config selects AGD; euler's tuned deblurring setting is PnP-ADMM
+    assert [r["scheme"] for r in table] == ["PGD", "AGD", "ADMM"]
     assert table[1]["F_monotone"] == "2/2" and table[0]["F_monotone"] == "-"  # TV: no cost evaluated
     for r in table:
         assert 15 < float(r["psnr"]) < 40 and r["covered"] in ("True", "False") and r["converged"].endswith("/2")

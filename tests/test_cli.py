@@ -79,7 +79,9 @@ def test_problem_smoke(problem, tmp_path):
 
 
 def test_theta_relaxed_blind_network_is_covered_and_says_so(tmp_path):
-    proc = solve("+problem=deblur", "denoiser=euler", "denoiser.theta=0.5", "strict=true", *FAST, run_dir=tmp_path)
+    # scheme=pgd: euler's tuned deblurring setting is PnP-ADMM; chosen on the command line, PGD keeps only θ
+    args = ("+problem=deblur", "denoiser=euler", "scheme=pgd", "denoiser.theta=0.5", "strict=true", *FAST)
+    proc = solve(*args, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["guarantee"]["covered"] and m["guarantee"]["denoiser"] == {
@@ -87,7 +89,17 @@ def test_theta_relaxed_blind_network_is_covered_and_says_so(tmp_path):
         "alpha": 0.5,
         "basis": "theta=0.5 on nonexpansive",
     }
-    assert "euler(θ=0.5)" in proc.stdout and "Krasnosel" in proc.stdout
+    assert "PGD · euler(θ=0.5)" in proc.stdout and "Krasnosel" in proc.stdout
+
+
+def test_a_tuned_admm_penalty_runs_by_default_and_says_so(tmp_path):
+    """euler's tuned deblurring setting (pnp/configs/tuned/deblur_euler.yaml) is PnP-ADMM at its penalty, θ = ½:
+    firmly nonexpansive, so Eckstein-Bertsekas covers it."""
+    proc = solve("+problem=deblur", "denoiser=euler", "strict=true", *FAST, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["guarantee"]["covered"] and "Eckstein" in m["guarantee"]["theorem"]
+    assert " · ADMM(γL=" in proc.stdout and "euler(θ=0.5)" in proc.stdout
 
 
 def test_explicit_prior_runs_accelerated_gradient_with_a_monitored_objective(tmp_path):
