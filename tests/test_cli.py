@@ -351,7 +351,7 @@ def test_one_log_summary_on_stdout_warnings_on_stderr_and_both_in_the_run_log(tm
     proc = solve("+problem=deblur", "scheme=pgd", "scheme.step_factor=2.5", "denoiser=tv", *FAST, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
-    assert summary.startswith("deblur(gaussian σ=1.6) · PGD · tv") and "warning" not in proc.stdout
+    assert summary.startswith("deblur(gaussian σ=1.6) · PGD(γL=2.5) · tv") and "warning" not in proc.stdout
     assert "warning: step size γ=2.5 is not below 2/L" in proc.stderr
     logged = (tmp_path / "solve.log").read_text()
     assert summary in logged and "[WARNING] - step size γ=2.5" in logged
