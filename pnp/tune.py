@@ -123,8 +123,11 @@ def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     with open_dict(cfg):
         cfg[section][key] = float(best["value"])
     denoiser = {k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None}
-    scheme = {"name": scheme_name(cfg.scheme), "step_factor": float(f"{cfg.scheme.step_factor:.6g}")}
-    return {"denoiser": denoiser, "scheme": scheme, "validation_psnr": round(float(best["psnr"]), 3)}
+    setting: dict[str, Any] = {"denoiser": denoiser}
+    name = scheme_name(cfg.scheme)
+    if name is not None:  # a scheme config of one's own (hydra.searchpath) is not in pnp's scheme/ group
+        setting["scheme"] = {"name": name, "step_factor": float(f"{cfg.scheme.step_factor:.6g}")}
+    return {**setting, "validation_psnr": round(float(best["psnr"]), 3)}
 
 
 def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict[str, Any]) -> None:
