@@ -130,11 +130,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     model.train()
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=name, disable=not ranks.main)
+
+    def validation(done: int, logs: dict) -> float:
+        """Validate, record the step in ``history`` and, for select=best, keep the weights when they are the best."""
+        nonlocal best
+        psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
+        history.append({"step": done, "time_s": time.perf_counter() - t0, "val_psnr": psnr, **logs})
+        if cfg.select == "best" and (best is None or psnr > best["val_psnr"]):
+            best = {"step": done, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
+        return psnr
+
     if ranks.main and not history and cfg.select == "best" and cfg.init_from:
         # the starting weights compete too: a fine-tune that only loses on the validation images ships nothing new
-        psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
-        history.append({"step": 0, "time_s": 0.0, "val_psnr": psnr})
-        best = {"step": 0, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
+        validation(0, {})
     psnr = history[-1]["val_psnr"] if history else float("nan")
     for step in bar:
         clean, noisy, sigma = sampler()
@@ -150,10 +158,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         sched.step()
         done = step + 1
         if ranks.main and (done % cfg.val_every == 0 or done == cfg.steps):
-            psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
-            history.append({"step": done, "time_s": time.perf_counter() - t0, "val_psnr": psnr, **logs})
-            if cfg.select == "best" and (best is None or psnr > best["val_psnr"]):
-                best = {"step": done, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
+            psnr = validation(done, logs)
         bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             streams = parallel.gather(random_state(sampler), ranks)

@@ -48,11 +48,16 @@ def validation_problem(cfg: DictConfig, device: torch.device) -> Problem:
     return instantiate(cfg.problem, x=x, seed=cfg.seed)
 
 
-def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
-    """Run the scheme with ``cfg.tune.param`` = ``value``; the mean PSNR over the validation images."""
+def set_param(cfg: DictConfig, value: float) -> None:
+    """``cfg.tune.param`` (``section.key``) = ``value`` in ``cfg``."""
     section, key = cfg.tune.param.split(".")
     with open_dict(cfg):
         cfg[section][key] = float(value)
+
+
+def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
+    """Run the scheme with ``cfg.tune.param`` = ``value``; the mean PSNR over the validation images."""
+    set_param(cfg, value)
     device = problem.x_true.device
     start = time.perf_counter()
     try:
@@ -119,9 +124,7 @@ def tuned_file(cfg: DictConfig) -> Path:
 
 def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     """What ``pnp.solve`` needs to repeat the best run: the denoiser's strength and the scheme with its step."""
-    section, key = cfg.tune.param.split(".")
-    with open_dict(cfg):
-        cfg[section][key] = float(best["value"])
+    set_param(cfg, best["value"])
     denoiser = {k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None}
     setting: dict[str, Any] = {"denoiser": denoiser}
     name = scheme_name(cfg.scheme)
@@ -141,13 +144,13 @@ def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict
     )
 
 
-def beats_shipped(path: Path, best: dict[str, Any], keep_better: bool) -> bool:
-    """Whether ``best`` should replace the tuned file at ``path``: always, unless ``keep_better`` and the file's
-    ``validation_psnr`` is at least as high."""
+def beats_shipped(path: Path, setting: dict[str, Any], keep_better: bool) -> bool:
+    """Whether ``setting`` should replace the tuned file at ``path``: always, unless ``keep_better`` and the file's
+    ``validation_psnr`` is at least as high (both as written, rounded alike)."""
     if not keep_better or not path.is_file():
         return True
     shipped = OmegaConf.load(path).get("validation_psnr")
-    return shipped is None or best["psnr"] > shipped
+    return shipped is None or setting["validation_psnr"] > shipped
 
 
 def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -178,7 +181,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     best = search(cfg, problem, evaluations)
     setting = tuned_setting(cfg, best)  # also sets cfg's parameter to the best value for the record below
     path = tuned_file(cfg)
-    shipped = bool(cfg.tune.ship) and beats_shipped(path, best, cfg.tune.keep_better)
+    shipped = bool(cfg.tune.ship) and beats_shipped(path, setting, cfg.tune.keep_better)
     record = {
         "param": cfg.tune.param,
         "best": best,
