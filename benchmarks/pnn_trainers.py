@@ -24,9 +24,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from common import RESULTS, machine, write_table
+import torch
+from common import RESULTS, held_out_images, machine, write_table
+from denoising import NOISE, psnr_of
 
 from pnp.plotting import save
+from pnp.weights import load
 
 ROOT = Path(__file__).resolve().parent.parent
 POINTS = 12  # validations per run
@@ -80,6 +83,21 @@ def plot(path: Path, manifests: dict[str, dict], budget: float) -> None:
     save(fig, path)
 
 
+def test_denoising(runs: Path, trainers: list[str]) -> list[dict]:
+    """Each trainer's network, told σ, on the test images at the noise levels and with the noise of
+    ``benchmarks/denoising.py`` (its table's rows for the shipped networks)."""
+    clean, _ = held_out_images(256, None)
+    g = torch.Generator().manual_seed(0)
+    noisy = {s: clean + s * torch.randn(clean.shape, generator=g) for s in NOISE}
+    rows = []
+    for t in trainers:
+        den = load(runs / t / "pnn.pt")
+        rows.append(
+            {"trainer": t, **{f"PSNR σ={round(s * 255)}/255": psnr_of(den, s, noisy[s], clean)[0] for s in NOISE}}
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=480.0, help="training seconds per trainer")
@@ -120,6 +138,14 @@ def main() -> None:
     write_table(args.out / "pnn_trainers", rows, "PNN: validation PSNR against wall time, by trainer", notes)
     plot(args.out / "pnn_trainers.png", manifests, args.budget)
     print(summary)
+    write_table(
+        args.out / "pnn_trainers_denoising",
+        test_denoising(args.runs, list(manifests)),
+        "PNN: test denoising PSNR (dB) of each trainer's network",
+        f"The networks of pnn_trainers.md (the weights each run ends with: {m['train_config']['select']} validation), "
+        "told the true σ, on the test images of benchmarks/denoising.py (camera, astronaut, coffee, 256², gray, the "
+        f"same noise draws). Machine: {machine()}.",
+    )
 
 
 if __name__ == "__main__":

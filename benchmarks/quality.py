@@ -1,27 +1,32 @@
 """Reconstruction quality and convergence of every prior at its tuned default, on the test images.
 
     python benchmarks/quality.py [--problems a,b] [--priors a,b] [--max-iter 300] [--max-iter-agd 2000]
-                                [--size N] [--count N] [--out DIR]
+                                [--size N] [--count N] [--out DIR] [--update]
 
 Problems (their configs in ``pnp/configs/problem``): Gaussian deblurring (σ_blur 1.6, noise 0.01) and motion deblurring
 (31×31 kernel, noise 0.01) at 256², CT (90 angles, noise 0.01, FBP start) at 128², compressed sensing with 25 % dense
 Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². Every prior runs at the strength that
 ``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
-γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations, tol
+γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations (or
+the larger budget a prior's config sets: ``pnn`` 1000), tol
 1e-5 on c_k (the explicit ridge priors: the scheme their config selects, monotone accelerated gradient on the same
 objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per row: PSNR and SSIM (means over the images), the images
 whose c_k fell below tol (converged) and whose c_k never rose after iteration 20 (monotone), the mean iterations to tol,
 the wall time of the batch, whether a convergence theorem covers the run (:mod:`pnp.guarantees`) and, for explicit
 priors, whether the objective F(x_k) never increased.
 
-Writes ``quality_<problem>.md`` / ``.csv`` (one table per problem, its priors run side by side in one process) and
-``quality_<problem>.png`` (c_k, PSNR and, for explicit priors, the objective gap of the first test image).
+Writes ``quality_<problem>.md`` / ``.csv`` (one table per problem, its priors run side by side in one process),
+``quality_<problem>.png`` (c_k, PSNR and, for explicit priors, the objective gap of the first test image) and the
+curves behind it (``quality_<problem>_curves.json``). ``--update`` re-measures only ``--priors`` and replaces their
+rows and curves in the files already there (the table says which rows come from the later run).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import time
 from pathlib import Path
 
@@ -51,9 +56,9 @@ def build(name: str, size: int | None, count: int | None) -> Problem:
 
 def run(problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int]) -> tuple[dict, dict]:
     """One prior at its tuned strength and configured scheme: the table row and the first image's curves."""
-    den, sigma, guarantee, label, scheme = tuned_denoiser(prior, tuned_as, torch.device("cpu"))
+    den, sigma, guarantee, label, scheme, budget = tuned_denoiser(prior, tuned_as, torch.device("cpu"))
     name = type(scheme).__name__
-    monitor = ConvergenceMonitor(max_iter=max_iter[name], tol=TOL, progress=False)
+    monitor = ConvergenceMonitor(max_iter=max(max_iter[name], budget), tol=TOL, progress=False)
     start = time.perf_counter()
     result = scheme.run(
         problem.y,
@@ -90,6 +95,36 @@ def run(problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int]) -
     return row, curve
 
 
+def number(value: str) -> float | str:
+    """A csv cell as the float it was written from, else as it is ("3/3", "-", "True")."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def merged(path: Path, rows: list[dict], curves: dict, update: bool) -> tuple[list[dict], dict | None, str]:
+    """With ``update``: the rows of ``path``.csv with those of the priors in ``rows`` replaced, in :data:`PRIORS`
+    order, the curves likewise (None where the earlier run saved none: its figure stays), and a note saying so;
+    else ``rows`` and ``curves``."""
+    if not update:
+        return rows, curves, ""
+    with path.with_suffix(".csv").open() as f:
+        old = {r["prior"]: {k: number(v) for k, v in r.items()} for r in csv.DictReader(f)}
+    new = {r["prior"]: r for r in rows}
+    order = [p for p in PRIORS if p in old or p in new]
+    note = (
+        f" Rows of {', '.join(new)}: re-measured by a later run of this script (--update, "
+        f"{time.strftime('%Y-%m-%d')}), the others from the run before it."
+    )
+    saved = path.with_name(path.name + "_curves.json")
+    if not saved.is_file():
+        note += f" The figure is that earlier run's (it saved no curves): its {', '.join(new)} curves are not these."
+        return [new.get(p) or old[p] for p in order], None, note
+    old_curves = json.loads(saved.read_text())
+    return [new.get(p) or old[p] for p in order], {p: curves.get(p) or old_curves[p] for p in order}, note
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default=",".join(PROBLEMS))
@@ -99,6 +134,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="image side for every problem (default: each problem's own)")
     parser.add_argument("--count", type=int, help="use only the first N test images")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update", action="store_true", help="replace only these priors' rows in the tables there")
     args = parser.parse_args()
     problems, priors = args.problems.split(","), args.priors.split(",")
     unknown = sorted(set(problems) - set(PROBLEMS)) + sorted(set(priors) - set(PRIORS))
@@ -116,20 +152,25 @@ def main() -> None:
             )
             rows.append({"problem": name, **row})
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
-        plot_curves(args.out / f"quality_{name}.png", curves, title=f"{name}: tuned strengths, camera")
+        path = args.out / f"quality_{name}"
+        rows, curves, note = merged(path, rows, curves, args.update)
+        if curves is not None:
+            path.with_name(path.name + "_curves.json").write_text(json.dumps(curves))
+            plot_curves(path.with_suffix(".png"), curves, title=f"{name}: tuned strengths, camera")
         write_table(
-            args.out / f"quality_{name}",
+            path,
             rows,
             f"{name}: every prior at its tuned strength on the test images",
             f"Test images camera, astronaut, coffee (never trained on, never tuned on): {problem.x_true.shape[0]} "
             f"images of {problem.x_true.shape[-1]}², start {start:.2f} dB; strengths tuned on the validation images "
-            f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations) or, where the tuner chose it, "
+            f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations, or the larger budget of a "
+            f"prior's config: pnn 1000) or, where the tuner chose it, "
             f"PnP-ADMM at its tuned penalty γL (as many iterations), for the explicit ridge priors accelerated "
             f"gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
             f"{TOL:g} from some iteration to the end (iters_to_tol: that iteration; the summary metrics.json "
             f"reports); monotone: c_k never rose (relative slack {MONOTONE_SLACK:g}) after iteration "
             f"{MONOTONE_AFTER}; covered: a convergence theorem covers the run; F_monotone: images whose objective "
-            f"never rose (explicit priors). Machine: {machine()}.",
+            f"never rose (explicit priors). Machine: {machine()}.{note}",
         )
         print(f"wrote {args.out / f'quality_{name}'}.md")
 

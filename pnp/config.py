@@ -199,6 +199,7 @@ class TunedDenoiser(NamedTuple):
     guarantee: Guarantee
     label: str  # the strength as set, "(untuned)" when no tuned file exists
     scheme: Scheme  # the configured scheme (an explicit prior's config selects scheme=agd)
+    max_iter: int  # the iteration budget its config sets (monitor.max_iter)
 
 
 def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tuple[str, ...] = ()) -> TunedDenoiser:
@@ -208,7 +209,8 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
     tuned = apply_tuned(cfg, overrides)
     label = (strength(cfg) or "default") + step_label(cfg.scheme) + ("" if tuned else " (untuned)")
     den = build_denoiser(cfg, device, torch.float32)
-    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, instantiate(cfg.scheme))
+    scheme = instantiate(cfg.scheme)
+    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, scheme, int(cfg.monitor.max_iter))
 
 
 def strength(cfg: DictConfig) -> str:

@@ -54,6 +54,17 @@ def asymmetry(fn: Fn, x: torch.Tensor, probes: int, g: torch.Generator) -> torch
     return worst.detach()
 
 
+def secant_ratios(fn: Fn, x: torch.Tensor, scale: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, ‖D(x + δ) − D(x)‖/‖δ‖ and ‖Q(x + δ) − Q(x)‖/‖δ‖ for Q = 2D − Id, δ Gaussian of std ``scale``:
+    the Lipschitz ratios of the map as computed, without autograd (what the Jacobian of a solve's differentiable
+    tail cannot show, such as an inexact inner solve, shows here)."""
+    with torch.no_grad():
+        delta = scale * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        a, b = fn(x), fn(x + delta)
+        step = batch_norm(delta)
+        return batch_norm(b - a) / step, batch_norm(2 * (b - a) - delta) / step
+
+
 def min_eigenvalue(fn: Fn, x: torch.Tensor, shift: torch.Tensor, n_iter: int, g: torch.Generator) -> torch.Tensor:
     """Smallest eigenvalue of (J + Jᵀ)/2 by power iteration on shift·I − (J + Jᵀ)/2 (shift ≥ ‖J‖)."""
     with torch.enable_grad():

@@ -44,7 +44,7 @@ class Denoising:
         self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int, sigma: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Logs]:
         loss = self.fidelity(model(noisy, sigma), clean)
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": float(loss.detach())}
 
 
 class GradientStepDenoising(Denoising):

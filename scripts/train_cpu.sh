@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the seven shipped priors with their CPU recipes and ship them into pnp/weights/ (about 3 h on 2 cores).
-# fne_dncnn starts from the shipped dncnn, so dncnn comes first; lpn, fne_dncnn and pnn add stages from their own weights.
+# fne_dncnn starts from the shipped dncnn, so dncnn comes first; lpn and fne_dncnn add stages from their own weights.
 # Extra arguments (e.g. device=cpu) go to every run. The full-size recipes are one run each on a GPU:
 #   python -m pnp.train denoiser=<name> recipe=<name>_gpu device=cuda ship=true   (then lpn's second stage: recipe=lpn_convex_gpu)
 set -euo pipefail
@@ -18,10 +18,3 @@ python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 obj
   hydra.run.dir=outputs/train/fne_dncnn_cpu_stage2 ship=true "$@"
 python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 objective.power_iters=5 \
   objective.eps=0.2 objective.points=6 steps=700 hydra.run.dir=outputs/train/fne_dncnn_cpu_stage3 ship=true "$@"
-# pnn, second and third stages: the back-propagated PNN fine-tuned with the firmly-nonexpansive penalty (recipe
-# pnn_fne_cpu: Lip(2D - Id) on the validation crops 1.71 -> 1.01, val PSNR 35.05 -> 33.51 dB at 10/255, 12 min), then
-# a wider margin (eps 0.2) at 6 points per batch (certified max Lip(2D - Id) 0.99 at sigma 10/255 and 25/255 but 1.07
-# at 5/255; 31.77 dB; 8 min on one thread)
-python -m pnp.train denoiser=pnn recipe=pnn_fne_cpu ship=true "$@"
-python -m pnp.train denoiser=pnn recipe=pnn_fne_cpu objective.eps=0.2 objective.points=6 optim.lr=3e-4 steps=800 \
-  hydra.run.dir=outputs/train/pnn_fne_cpu_stage3 ship=true "$@"

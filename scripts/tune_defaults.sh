@@ -7,7 +7,7 @@
 # iterations; the ridge regularizers: the accelerated gradient and 2000 iterations their configs select; both
 # validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
-# (not for dncnn and pnn, which no theorem covers at any strength: pnn's certificate fails at low sigma). The
+# (not for dncnn, which no theorem covers at any strength). The
 # convergent learned priors must also reach the monitor's tolerance (tune.require_converged=true): a default that
 # ends above it within the iteration budget is not a converged reconstruction (wcrr on CT below sigma ~ 0.009).
 # The blind firmly nonexpansive networks (fne_dncnn; euler at its default theta = 0.5) then get a second search, the
@@ -23,7 +23,7 @@ range() {  # the coarse search range of each prior's parameter
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
     wavelet) echo "tune.low=0.001 tune.high=0.1" ;;
     crr | wcrr) echo "tune.low=0.001 tune.high=0.03" ;;
-    pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per layer and channel
+    pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per channel
     lpn) echo "tune.param=scheme.step_factor tune.low=0.2 tune.high=1.9" ;;
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
@@ -32,8 +32,8 @@ for problem in $problems; do
   for prior in $priors; do
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
-      tune.ship=true strict="$(case "$prior" in dncnn | pnn) echo false ;; *) echo true ;; esac)" \
-      tune.require_converged="$(case "$prior" in crr | wcrr | euler | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
+      tune.ship=true strict="$(case "$prior" in dncnn) echo false ;; *) echo true ;; esac)" \
+      tune.require_converged="$(case "$prior" in crr | wcrr | pnn | euler | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
       image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
     case "$prior" in
       euler | fne_dncnn)

@@ -10,13 +10,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_image
 from hydra.utils import instantiate
 
 from pnp.activations import Clip, Tanh
 from pnp.denoisers import PNN
-from pnp.denoisers.pnn import SIGMA_REF
+from pnp.denoisers.pnn import SIGMA_REF, dct_filters
+from pnp.errors import ConfigError
+from pnp.guarantees import Guarantee
 from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import LiftedBregman
+from pnp.monitor import ConvergenceMonitor
+from pnp.outputs import OBJECTIVE_SLACK
+from pnp.problems import deblur
+from pnp.schemes import PGD
 
 
 def image(channels: int = 1, batch: int = 2, height: int = 17, width: int = 23, dtype=torch.float32) -> torch.Tensor:
@@ -199,3 +206,121 @@ def test_a_few_bregman_steps_lower_the_validation_mse():
         assert logs["bregman"] >= 0 and logs["loss"] <= logs["mse"]
     with torch.no_grad():
         assert F.mse_loss(den.eval()(noisy, sigma), clean) < 0.9 * before
+
+
+def exact(seed: int = 0, **kwargs) -> PNN:
+    """An exact-prox PNN (shared layers solved to ``tol``) with random weights, in float64."""
+    return network(seed, **{"features": 4, "shared": True, "tol": 1e-10, "max_iter": 20000, **kwargs}).double()
+
+
+def chambolle_pock(z: torch.Tensor, w: torch.Tensor, lam: torch.Tensor, iters: int = 5000) -> torch.Tensor:
+    """prox_{Σ λ_c|(Lx)_c|}(z) by the primal-dual algorithm (an independent solver), L = conv with ``w``."""
+    step = 0.99 / float(conv_spectral_norm(w, size=32)[0])
+    pad = w.shape[-1] // 2
+    x, x_bar, y = z.clone(), z.clone(), torch.zeros(z.shape[0], w.shape[0], *z.shape[-2:], dtype=z.dtype)
+    for _ in range(iters):
+        y = torch.maximum(torch.minimum(y + step * F.conv2d(x_bar, w, padding=pad), lam), -lam)
+        x_next = (x - step * F.conv_transpose2d(y, w, padding=pad) + step * z) / (1 + step)
+        x_bar, x = 2 * x_next - x, x_next
+    return x
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.1])
+def test_the_exact_mode_is_the_prox_of_its_cost(sigma):
+    """tol: FISTA on the dual returns prox_{g∘L}(z), g = Σ λ_c(σ)|·| (against Chambolle-Pock), and the cost is that
+    g∘L: the output minimises ½‖v − z‖² + cost(v) against random perturbations."""
+    den = exact(kernel_size=5)
+    z = image(batch=2, height=12, width=12, dtype=torch.float64)
+    with torch.no_grad():
+        out = den(z, sigma)
+        lam = den.layers_at(z, sigma).threshold(0)
+        reference = chambolle_pock(z, den.weight[0], lam)
+        objective = lambda v: 0.5 * (v - z).flatten(1).pow(2).sum(1) + den.cost(v, sigma)  # noqa: E731
+        g = torch.Generator().manual_seed(3)
+        perturbed = [objective(out + 1e-3 * torch.randn(z.shape, generator=g, dtype=z.dtype)) for _ in range(10)]
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-7)
+    assert all(bool((p > objective(out)).all()) for p in perturbed)
+    assert (out - z).abs().max() > 1e-2  # not the identity: the prior acts
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_exact_mode_is_firmly_nonexpansive_with_a_symmetric_jacobian_for_random_weights(seed):
+    """prox_convex by construction: at several σ, for random weights and steps, Lip(2D − Id) ≤ 1, J symmetric, on
+    the differentiable layers from the dual solution (the Jacobian that certify measures)."""
+    den = exact(seed, layers=30, tol=1e-9)
+    with torch.no_grad():
+        den.step.fill_(float(seed) * 3 - 3)  # τB² from 0.05 to 0.95
+        den.log_threshold.add_(torch.randn(den.log_threshold.shape, generator=torch.Generator().manual_seed(seed)))
+    x = image(batch=2, height=12, width=12, dtype=torch.float64)
+    assert den.layer_bound()["max_tau_bound2"] < 1
+    for sigma in (0.005, 0.05, 0.3):
+        fn = lambda v, s=sigma: 2 * den(v, s) - v  # noqa: E731
+        assert jacobian_spectral_norm(fn, x, n_iter=200, tol=1e-7).norm.max() <= 1 + 1e-6
+        v, w = torch.randn_like(x), torch.randn_like(x)
+        jv = torch.autograd.functional.jvp(lambda t, s=sigma: den(t, s), x, v)[1]
+        jw = torch.autograd.functional.jvp(lambda t, s=sigma: den(t, s), x, w)[1]
+        torch.testing.assert_close((jv * w).sum(), (jw * v).sum(), rtol=1e-6, atol=1e-9)
+
+
+def test_the_exact_mode_warm_starts_and_trains():
+    den = exact(tol=1e-6)
+    x = image(dtype=torch.float64)
+    with torch.no_grad():
+        first = den(x, 0.05)
+        cold = den.last_iterations
+        torch.testing.assert_close(den(x + 1e-4, 0.05), first + 1e-4, rtol=0, atol=5e-4)
+        assert den.last_iterations < cold  # warm-started from the previous solution
+        den.reset()
+        den(x, 0.05)
+        assert den.last_iterations == cold
+    den.train()  # a capped solve from 0, then the differentiable layers: every parameter gets a gradient
+    (den(x, torch.tensor([0.02, 0.1])) - x.flip(-1)).square().mean().backward()
+    for name, p in den.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tol": 1e-5}, {"tol": 1e-5, "shared": True, "max_iter": 0}, {"tol": 0.0, "shared": True}],
+    ids=["unshared", "no-iterations", "zero-tol"],
+)
+def test_the_exact_mode_refuses_what_it_cannot_solve(kwargs):
+    with pytest.raises(ConfigError, match="tol"):
+        PNN(**kwargs)
+    with pytest.raises(ConfigError, match="cost"):
+        PNN(shared=True, tol=1e-5, activation=Tanh()).cost(image(), 0.05)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_the_dct_start_is_an_orthonormal_bank_of_zero_mean_filters(size):
+    atoms = dct_filters(size, channels=1).flatten(1).double()
+    assert atoms.shape == (size**2 - 1, size**2)
+    torch.testing.assert_close(atoms @ atoms.T, torch.eye(size**2 - 1, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert atoms.sum(1).abs().max() < 1e-6  # orthogonal to the constant atom
+    den = PNN(features=size**2 + 2, kernel_size=size, shared=True, tol=1e-4, init="dct", threshold=0.06)
+    torch.testing.assert_close(den.weight[0, : size**2 - 1].flatten(1).double(), atoms, atol=1e-6, rtol=0)
+    lam = den.layers_at(image(batch=1), SIGMA_REF).threshold(0)
+    torch.testing.assert_close(lam, torch.full((1, size**2 + 2, 1, 1), 0.06 * SIGMA_REF))
+    with pytest.raises(ConfigError, match="init"):
+        PNN(init="zeros")
+
+
+def test_the_exact_mode_in_pnp_pgd_converges_with_its_objective_never_increasing():
+    """PnP-PGD with the exact PNN is proximal gradient on F = f + g_σ(L·)/γ: c_k falls below tol and the monitored F
+    never increases (γL = 1)."""
+    problem = deblur(small_image(16).double(), seed=0)
+    den = exact(features=8, init="dct", threshold=0.1, tol=1e-8, max_iter=5000)
+    monitor = ConvergenceMonitor(max_iter=300, tol=1e-5, progress=False)
+    result = PGD().run(
+        problem.y,
+        problem.physics,
+        den,
+        problem.x0,
+        sigma=0.02,
+        norm=problem.norm,
+        monitor=monitor,
+        guarantee=Guarantee("prox_convex"),
+    )
+    f = result.history.objective[:, 0]
+    assert result.converged and result.verdict.covered and torch.isfinite(f).all()
+    assert (f[1:] <= f[:-1] * (1 + OBJECTIVE_SLACK)).all() and f[-1] < f[0]  # the monitor's verdict (inexact prox)

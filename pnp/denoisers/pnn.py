@@ -34,12 +34,22 @@ written on (u, z) (the tutorial's certificate) grows geometrically. It exceeds 1
 measured by :mod:`pnp.certify` (the firmly-nonexpansive Jacobian penalty, :class:`pnp.losses.FirmlyNonexpansive`,
 brings the measured Lip(2D − Id) near 1).
 
+The exact prox (``shared=True``, ``tol``): the dual problem min_u ½‖Lᵀu − z‖² + g*(u) is solved by FISTA with
+restart to a relative tolerance (warm-started from the previous call on the same shape), so D(·, σ) = prox_{g_σ∘L}
+with the convex g_σ = λ(σ)‖·‖₁ (Clip; a smoothed ℓ1 for bounded activations) up to that tolerance: the prox of a
+convex function, firmly nonexpansive, with a symmetric positive semi-definite Jacobian — a class by construction
+(``prox_convex``), where the unrolled network has none. Training differentiates K layers run from the solution:
+with u* fixed, D_a the activation's derivative there and M = D_aL, their Jacobian in z is
+I − τMᵀ Σ_{j<K}(I − τMMᵀ)^j M = V diag((1 − τs_i²)^K) Vᵀ (s_i, V: the singular values and right vectors of M),
+symmetric with eigenvalues in [0, 1] for τ‖L‖² ≤ 1, and tends to the prox's Jacobian as K grows.
+
 Training. By back-propagation, or by lifted Bregman training (:class:`pnp.losses.LiftedBregman`, ``trainer=bregman``),
 which needs the layers one at a time: :meth:`PNN.unroll`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +85,7 @@ class Layers:
     log_sigma: torch.Tensor  # log(σ/σ_ref), [B, 1, 1, 1] or [B, 1, H, W]
     activation: Activation
     count: int  # K
+    initial: torch.Tensor | None = None  # u_{−1}: None for 0; the exact prox's dual solution u*
 
     def index(self, k: int) -> int:
         """The row of the parameters of layer k (0 for every layer of a shared network)."""
@@ -107,12 +118,27 @@ class Layers:
         return y, lam * y
 
     def start(self) -> torch.Tensor:
-        """u_{−1} = 0, [B, F, H, W]."""
+        """u_{−1}, [B, F, H, W]: 0, or the exact prox's dual solution."""
+        if self.initial is not None:
+            return self.initial
         return self.z.new_zeros(self.z.shape[0], self.weight.shape[1], *self.z.shape[-2:])
 
     def output(self, u: torch.Tensor) -> torch.Tensor:
         """x = z − L_{K−1}ᵀ u from the last layer's output u."""
         return self.z - self.synthesis(self.count - 1, u)
+
+
+def dct_filters(size: int, channels: int) -> torch.Tensor:
+    """The size² − 1 non-constant atoms of the orthonormal 2-D DCT-II of a size×size patch, lowest frequencies first,
+    the same on every channel, [size² − 1, channels, size, size]: an analysis operator with which Σλ|Lx| is already a
+    sliding-DCT sparsity prior (the ``init="dct"`` start; from random filters the exact PNN trained to a prior below
+    TV on the validation images, 32.2 dB against 34.5 dB at 10/255)."""
+    n = torch.arange(size, dtype=torch.float64)
+    basis = torch.stack([torch.cos(math.pi * (2 * n + 1) * i / (2 * size)) for i in range(size)])
+    basis = basis / torch.linalg.vector_norm(basis, dim=1, keepdim=True)
+    order = sorted(((i, j) for i in range(size) for j in range(size) if i or j), key=lambda ij: (sum(ij), ij))
+    atoms = torch.stack([torch.outer(basis[i], basis[j]) for i, j in order]).float()
+    return atoms.unsqueeze(1).expand(-1, channels, -1, -1) / math.sqrt(channels)
 
 
 class PNN(Denoiser):
@@ -127,22 +153,38 @@ class PNN(Denoiser):
         shared: bool = False,
         activation: Activation | dict[str, Any] | None = None,
         margin: float = 0.02,
+        tol: float | None = None,
+        max_iter: int = 1000,
+        train_iter: int = 100,
+        init: str = "random",
+        threshold: float = 1.0,
     ) -> None:
         super().__init__()
         check(kernel_size >= 3 and kernel_size % 2 == 1, f"kernel_size must be odd and >= 3, got {kernel_size}")
         check(layers >= 1 and features >= 1, f"layers and features must be >= 1, got {layers} and {features}")
         check(0 < margin < 2, f"margin must be in (0, 2), got {margin}")
+        check(
+            tol is None or (shared and tol > 0 and min(max_iter, train_iter) >= 1),
+            f"tol (the exact prox) needs shared=True, tol > 0 and max_iter, train_iter >= 1, got {shared}, {tol}, "
+            f"{max_iter}, {train_iter}",
+        )
+        check(init in ("random", "dct"), f"init must be random or dct, got {init!r}")
+        check(threshold > 0, f"threshold must be > 0, got {threshold}")
         n = 1 if shared else layers
         w = torch.randn(n, features, channels, kernel_size, kernel_size)
+        if init == "dct":
+            w[:, : kernel_size**2 - 1] = dct_filters(kernel_size, channels)[:features]
         w = w - w.mean(dim=(-2, -1), keepdim=True)  # zero-mean filters: the prior starts blind to constant images
         self.weight = nn.Parameter(w / torch.linalg.vector_norm(w, dim=(-3, -2, -1), keepdim=True))
         self.step = nn.Parameter(torch.zeros(n))  # t_k: τ_k = (2 − margin) sigmoid(t_k) / B_k²
-        self.log_threshold = nn.Parameter(torch.full((n, features), math.log(SIGMA_REF)))  # a: λ(σ_ref) = e^a
+        lam = math.log(threshold * SIGMA_REF)
+        self.log_threshold = nn.Parameter(torch.full((n, features), lam))  # a: λ(σ_ref) = e^a = threshold·σ_ref
         self.log_power = nn.Parameter(torch.zeros(n, features))  # b: λ ∝ σ^{e^b}
         if isinstance(activation, dict):
             activation = build(activation)
         self.activation = activation if activation is not None else Clip()
         self.channels, self.layers, self.shared, self.margin = channels, layers, shared, margin
+        self.tol, self.max_iter, self.train_iter = tol, max_iter, train_iter
         self.config = {
             "channels": channels,
             "features": features,
@@ -151,9 +193,16 @@ class PNN(Denoiser):
             "shared": shared,
             "activation": self.activation.spec(),
             "margin": margin,
+            "tol": tol,
+            "max_iter": max_iter,
+            "train_iter": train_iter,
+            "init": init,
+            "threshold": threshold,
         }
         self._norms: torch.Tensor | None = None  # eval mode: the certified bounds of the weights of ``_norms_key``
         self._norms_key: tuple = ()
+        self._warm: torch.Tensor | None = None  # the exact prox's last dual solution (a warm start)
+        self.last_iterations = 0
 
     def norms(self) -> torch.Tensor:
         """B_k ≥ ‖L_k‖ for every image size, [1 or K]: differentiable in training, cached in eval mode until the
@@ -168,8 +217,10 @@ class PNN(Denoiser):
         return self._norms
 
     def steps(self, norms: torch.Tensor | None = None) -> torch.Tensor:
-        """τ_k = (2 − margin) sigmoid(t_k) / B_k² < 2/‖L_k‖², [1 or K] (B_k: ``norms``, default :meth:`norms`)."""
-        return (2 - self.margin) * torch.sigmoid(self.step) / (self.norms() if norms is None else norms) ** 2
+        """τ_k = (2 − margin) sigmoid(t_k) / B_k² < 2/‖L_k‖², [1 or K] (B_k: ``norms``, default :meth:`norms`); with
+        ``tol`` (the exact prox, solved by FISTA on the dual) τ = sigmoid(t) / B² < 1/‖L‖², FISTA's step bound."""
+        top = 1.0 if self.tol is not None else 2 - self.margin
+        return top * torch.sigmoid(self.step) / (self.norms() if norms is None else norms) ** 2
 
     def log_sigma(self, sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """log(σ/σ_ref) as [B, 1, 1, 1], or [B, 1, H, W] for a noise-level map."""
@@ -184,7 +235,19 @@ class PNN(Denoiser):
         return torch.log(m.repeat_interleave(x.shape[0] // m.shape[0], dim=0) / SIGMA_REF)
 
     def unroll(self, z: torch.Tensor, sigma: float | torch.Tensor | None) -> Layers:
-        """The layers at the input ``z`` [B, channels, H, W] and strength σ (steps and norms computed once)."""
+        """The layers at the input ``z`` [B, channels, H, W] and strength σ (steps and norms computed once); with
+        ``tol``, starting from the exact prox's dual solution (solved here, without gradients, warm-started)."""
+        net = self.layers_at(z, sigma)
+        if self.tol is None:
+            return net
+        with torch.no_grad():
+            if self.training:  # unrelated batches: from 0, a shorter solve (the K layers from there carry the gradient)
+                return dataclasses.replace(net, initial=self.solve(net, net.start(), self.train_iter))
+            self._warm = self.solve(net, self.start(net.start()), self.max_iter)
+        return dataclasses.replace(net, initial=self._warm)
+
+    def layers_at(self, z: torch.Tensor, sigma: float | torch.Tensor | None) -> Layers:
+        """The layers at ``z`` and σ, from u = 0."""
         norms = self.norms()
         return Layers(
             z,
@@ -200,11 +263,60 @@ class PNN(Denoiser):
 
     @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """The K layers from u = 0; with ``tol``, the exact prox: the dual solved to ``tol`` without gradients (warm
+        started), then K differentiable layers from the solution, a fixed point of each, whose Jacobian in z tends
+        to the prox's (one-step-from-the-fixed-point differentiation, as for the ridge regularizers)."""
         net = self.unroll(x, sigma)
         u = net.start()
+        if self.tol is not None and not (
+            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        ):
+            return net.output(u)
         for k in range(self.layers):
             u = net.activate(k, net.gradient_step(k, u, x))[1]
         return net.output(u)
+
+    def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        """g_σ(Lx) = Σ_{c,p} λ_c(σ)|(Lx)_{c,p}| per image (a colour image: summed over its channels), in float64: the
+        convex function whose prox the exact PNN with the clip activation computes, so that schemes can monitor the
+        objective f + g_σ∘L/γ they minimise."""
+        check(
+            self.tol is not None and isinstance(self.activation, Clip),
+            "the PNN's cost g(Lx) = sum lambda |Lx| is that of the exact prox (tol) with the clip activation",
+        )
+        batch = x.shape[0]
+        net = self.layers_at(x.reshape(-1, self.channels, *x.shape[-2:]), sigma)
+        g = net.threshold(0) * net.analysis(0, net.z).abs()
+        return g.flatten(1).sum(1, dtype=torch.float64).view(batch, -1).sum(1)
+
+    def reset(self) -> None:
+        """Forget the exact prox's warm start (call between unrelated solves)."""
+        self._warm = None
+
+    def start(self, zero: torch.Tensor) -> torch.Tensor:
+        warm = self._warm
+        return warm if warm is not None and warm.shape == zero.shape and warm.dtype == zero.dtype else zero
+
+    def solve(self, net: Layers, u: torch.Tensor, max_iter: int) -> torch.Tensor:
+        """FISTA on the dual, min_u ½‖Lᵀu − z‖² + g*(u) (Beck & Teboulle 2009; step τ < 1/‖L‖²), with the
+        gradient restart of O'Donoghue & Candès (2015) per image, from ``u``, until every image's primal step
+        ‖Lᵀ(u_{k+1} − u_k)‖ falls below ``tol``·‖z‖ (checked every 5 iterations: the check costs one Lᵀ; the dual
+        iterates themselves may drift where Lᵀ does not see them) or ``max_iter`` iterations. Its limit is the dual
+        forward-backward's: x = z − Lᵀu* = prox_{g∘L}(z)."""
+        z = net.z
+        scale = z.flatten(1).norm(dim=1).clamp_min(1e-12)
+        w, t = u, z.new_ones(z.shape[0])
+        for k in range(max_iter):
+            u_next = net.activate(0, net.gradient_step(0, w, z))[1]
+            step = u_next - u
+            t_next = 0.5 * (1 + (1 + 4 * t**2).sqrt())
+            restart = (w - u_next).flatten(1).mul(step.flatten(1)).sum(1) > 0
+            momentum = torch.where(restart, 0.0, (t - 1) / t_next).view(-1, 1, 1, 1)
+            w, u, t = u_next + momentum * step, u_next, torch.where(restart, 1.0, t_next)
+            if k % 5 == 4 and bool((net.synthesis(0, step).flatten(1).norm(dim=1) < self.tol * scale).all()):
+                break
+        self.last_iterations = k + 1
+        return u
 
     def lipschitz_bound(self) -> float:
         """Certified Lip(z ↦ x) ≤ 1 + B_K Σ_{k<K} τ_k B_k, for every σ (see the module docstring)."""
@@ -214,6 +326,11 @@ class PNN(Denoiser):
             return float(1 + norms[-1] * per_layer[:-1].sum())
 
     def layer_bound(self) -> dict[str, float]:
-        """What :mod:`pnp.certify` reports: the certificate and max_k τ_k B_k² (< 2 − margin by construction)."""
+        """What :mod:`pnp.certify` reports: max_k τ_k B_k² (< 2 − margin by construction; < 1 for the exact prox)
+        and, for the unrolled network, the layer-wise certificate (the exact prox is 1-Lipschitz by the prox theorem
+        instead: Moreau 1965)."""
         with torch.no_grad():
-            return {"lip_D": self.lipschitz_bound(), "max_tau_bound2": float((self.steps() * self.norms() ** 2).max())}
+            tau_bound2 = float((self.steps() * self.norms() ** 2).max())
+        if self.tol is not None:
+            return {"max_tau_bound2": tau_bound2, "tol": self.tol}
+        return {"lip_D": self.lipschitz_bound(), "max_tau_bound2": tau_bound2}
