@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import get_class
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pnp import weights
 from pnp.cli import check_composition
@@ -137,10 +137,14 @@ def test_every_shipped_manifest_and_training_recipe_names_an_allowed_architectur
         target = json.loads(manifest.read_text())["target"]
         assert isinstance(weights.load(manifest.with_suffix(".pt")), weights.ARCHITECTURES[target])
     for recipe in (CONFIGS / "recipe").glob("*.yaml"):  # what pnp.train saves, pnp.weights.load builds again
-        cfg = OmegaConf.load(recipe)
-        while "net" not in cfg:  # a later stage: its network is the recipe it extends (defaults: [<recipe>, _self_])
-            cfg = OmegaConf.load(CONFIGS / "recipe" / f"{cfg.defaults[0]}.yaml")
-        assert get_class(cfg.net._target_) in weights.ARCHITECTURES.values(), recipe.name
+        assert get_class(recipe_net(recipe.stem)._target_) in weights.ARCHITECTURES.values(), recipe.name
+
+
+def recipe_net(name: str) -> DictConfig:
+    """A recipe's ``net``, merged over that of the recipe it extends (defaults: [<recipe>, _self_])."""
+    cfg = OmegaConf.load(CONFIGS / "recipe" / f"{name}.yaml")
+    bases = [d for d in cfg.get("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(recipe_net(bases[0]) if bases else {}, cfg.get("net", {}))
 
 
 def test_a_users_config_folder_on_the_search_path_passes_the_command_line_guard(tmp_path):
