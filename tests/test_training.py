@@ -216,6 +216,7 @@ def test_certify_checks_a_noise_conditional_prior_at_several_strengths_and_fails
         timeout=600,
     )
     assert proc.returncode == 1 and "FAIL: max lip_D <= 0.5" in proc.stdout
+    assert "FAIL: max secant_D <= 0.5" in proc.stdout  # the outputs themselves are checked too
     assert proc.stderr.strip().splitlines()[-1].startswith("error: certificate failed")
 
 
