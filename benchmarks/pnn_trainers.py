@@ -24,9 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import torch
 from common import RESULTS, held_out_images, machine, write_table
-from denoising import NOISE, psnr_of
+from denoising import NOISE, noisy_versions, psnr_of
 
 from pnp.plotting import save
 from pnp.weights import load
@@ -87,8 +86,7 @@ def test_denoising(runs: Path, trainers: list[str]) -> list[dict]:
     """Each trainer's network, told σ, on the test images at the noise levels and with the noise of
     ``benchmarks/denoising.py`` (its table's rows for the shipped networks)."""
     clean, _ = held_out_images(256, None)
-    g = torch.Generator().manual_seed(0)
-    noisy = {s: clean + s * torch.randn(clean.shape, generator=g) for s in NOISE}
+    noisy = noisy_versions(clean)
     rows = []
     for t in trainers:
         den = load(runs / t / "pnn.pt")

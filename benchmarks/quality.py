@@ -117,12 +117,17 @@ def merged(path: Path, rows: list[dict], curves: dict, update: bool) -> tuple[li
         f" Rows of {', '.join(new)}: re-measured by a later run of this script (--update, "
         f"{time.strftime('%Y-%m-%d')}), the others from the run before it."
     )
-    saved = path.with_name(path.name + "_curves.json")
-    if not saved.is_file():
+    rows = [new.get(p) or old[p] for p in order]
+    if not curves_file(path).is_file():
         note += f" The figure is that earlier run's (it saved no curves): its {', '.join(new)} curves are not these."
-        return [new.get(p) or old[p] for p in order], None, note
-    old_curves = json.loads(saved.read_text())
-    return [new.get(p) or old[p] for p in order], {p: curves.get(p) or old_curves[p] for p in order}, note
+        return rows, None, note
+    old_curves = json.loads(curves_file(path).read_text())
+    return rows, {p: curves.get(p) or old_curves[p] for p in order}, note
+
+
+def curves_file(path: Path) -> Path:
+    """``quality_<problem>_curves.json`` beside the table ``path`` (no suffix)."""
+    return path.with_name(path.name + "_curves.json")
 
 
 def main() -> None:
@@ -155,7 +160,7 @@ def main() -> None:
         path = args.out / f"quality_{name}"
         rows, curves, note = merged(path, rows, curves, args.update)
         if curves is not None:
-            path.with_name(path.name + "_curves.json").write_text(json.dumps(curves))
+            curves_file(path).write_text(json.dumps(curves))
             plot_curves(path.with_suffix(".png"), curves, title=f"{name}: tuned strengths, camera")
         write_table(
             path,

@@ -17,6 +17,7 @@ from deepinv.models import Denoiser
 from torch import nn
 
 from pnp.denoisers.channels import channelwise
+from pnp.denoisers.state import needs_graph
 
 
 class LPN(Denoiser):
@@ -72,11 +73,7 @@ class LPN(Denoiser):
         """∇ψ_θ(y); works inside ``torch.inference_mode`` (the gradient is taken outside it). With gradients enabled
         (in train or eval mode) the output is differentiable in ``y`` and the weights (double back-propagation);
         under ``no_grad``/``inference_mode`` it is a plain tensor."""
-        create_graph = (
-            torch.is_grad_enabled()
-            and not torch.is_inference_mode_enabled()
-            and (y.requires_grad or any(p.requires_grad for p in self.parameters()))
-        )
+        create_graph = needs_graph(self, y) and not torch.is_inference_mode_enabled()
         with torch.inference_mode(False), torch.enable_grad():
             y_ = y.clone() if y.is_inference() else y
             if not y_.requires_grad:

@@ -63,6 +63,7 @@ from pnp.activations import Activation, Clip, build
 from pnp.denoisers.cache import weights_key
 from pnp.denoisers.channels import channelwise, noise_levels
 from pnp.denoisers.equivariant import is_map
+from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
 
@@ -243,7 +244,7 @@ class PNN(Denoiser):
         with torch.no_grad():
             if self.training:  # unrelated batches: from 0, a shorter solve (the K layers from there carry the gradient)
                 return dataclasses.replace(net, initial=self.solve(net, net.start(), self.train_iter))
-            self._warm = self.solve(net, self.start(net.start()), self.max_iter)
+            self._warm = self.solve(net, warm_start(self._warm, net.start()), self.max_iter)
         return dataclasses.replace(net, initial=self._warm)
 
     def layers_at(self, z: torch.Tensor, sigma: float | torch.Tensor | None) -> Layers:
@@ -268,9 +269,7 @@ class PNN(Denoiser):
         to the prox's (one-step-from-the-fixed-point differentiation, as for the ridge regularizers)."""
         net = self.unroll(x, sigma)
         u = net.start()
-        if self.tol is not None and not (
-            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        ):
+        if self.tol is not None and not needs_graph(self, x):
             return net.output(u)
         for k in range(self.layers):
             u = net.activate(k, net.gradient_step(k, u, x))[1]
@@ -292,10 +291,6 @@ class PNN(Denoiser):
     def reset(self) -> None:
         """Forget the exact prox's warm start (call between unrelated solves)."""
         self._warm = None
-
-    def start(self, zero: torch.Tensor) -> torch.Tensor:
-        warm = self._warm
-        return warm if warm is not None and warm.shape == zero.shape and warm.dtype == zero.dtype else zero
 
     def solve(self, net: Layers, u: torch.Tensor, max_iter: int) -> torch.Tensor:
         """FISTA on the dual, min_u ½‖Lᵀu − z‖² + g*(u) (Beck & Teboulle 2009; step τ < 1/‖L‖²), with the

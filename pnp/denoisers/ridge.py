@@ -43,6 +43,7 @@ from torch import nn
 from pnp.convolution import FourierConv
 from pnp.denoisers.cache import weights_key
 from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
 
@@ -313,18 +314,14 @@ class RidgeRegularizer(Denoiser):
         differentiation, not through the whole solve)."""
         scales = self.scales(sigma, x)
         with torch.no_grad():
-            u = self.accelerated(x, self.start(x), scales, steps=self.max_iter, tol=self.tol)
+            u = self.accelerated(x, warm_start(self._warm, x.detach()), scales, steps=self.max_iter, tol=self.tol)
         self._warm = u
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if needs_graph(self, x):
             lip = self.lipschitz(scales.lam, scales.mu)
             cond = float(((1.0 + lip) / (1.0 - self.weak_convexity)).detach().max())
             steps = min(self.max_iter, math.ceil(math.sqrt(cond) * math.log(1e4)))
             u = self.accelerated(x, u, scales, steps=steps)
         return u
-
-    def start(self, x: torch.Tensor) -> torch.Tensor:
-        warm = self._warm
-        return warm if warm is not None and warm.shape == x.shape and warm.dtype == x.dtype else x.detach()
 
     def accelerated(
         self,
