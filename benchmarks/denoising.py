@@ -2,9 +2,10 @@
 
     python benchmarks/denoising.py [--size 256] [--quick]
 
-The learned blind networks run as trained (θ = 1, one network for all σ); the ridge regularizers are told σ. The
-classical ones get the strength that maximises their mean PSNR over a grid of multiples of σ (an oracle choice,
-stated in the table). Writes benchmarks/results/denoising.{md,csv}.
+The learned blind networks run as trained (θ = 1, one network for all σ); the noise-conditional ones (ridge
+regularizers, pnn, euler_conditional) are told σ, also at θ = 1. The classical ones get the strength that maximises
+their mean PSNR over a grid of multiples of σ (an oracle choice, stated in the table).
+Writes benchmarks/results/denoising.{md,csv}.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def main() -> None:
                 den, strength = denoiser(name, theta=1.0)
                 value, seconds = psnr_of(den, strength, noisy[s], clean)
                 choice = "blind"
-            elif name in CONDITIONAL:  # told the true noise level, nothing tuned
-                den, _ = denoiser(name)
+            elif name in CONDITIONAL:  # told the true noise level, nothing tuned (θ = 1: the network itself)
+                den, _ = denoiser(name, theta=1.0)
                 value, seconds = psnr_of(den, s, noisy[s], clean)
                 choice = "σ"
             else:

@@ -42,7 +42,7 @@ from pnp.problems import Problem
 from pnp.tensors import batch_psnr
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
-PRIORS = ("tv", "wavelet", "crr", "wcrr", "pnn", "euler", "fne_dncnn", "lpn", "dncnn")
+PRIORS = ("tv", "wavelet", "crr", "wcrr", "pnn", "euler", "euler_conditional", "fne_dncnn", "lpn", "dncnn")
 TOL = 1e-5
 
 
@@ -85,6 +85,7 @@ def run(problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int]) -
         "time_s": seconds,
         "covered": result.verdict.covered,
         "F_monotone": s.count(s.objective_monotone),
+        "measured": time.strftime("%Y-%m-%d"),
     }
     curve = {
         "iter": list(range(1, h.iterations + 1)),
@@ -114,12 +115,15 @@ def merged(path: Path, rows: list[dict], curves: dict, update: bool) -> tuple[li
     new = {r["prior"]: r for r in rows}
     order = [p for p in PRIORS if p in old or p in new]
     note = (
-        f" Rows of {', '.join(new)}: re-measured by a later run of this script (--update, "
-        f"{time.strftime('%Y-%m-%d')}), the others from the run before it."
+        " Rows are re-measured by later runs of this script (--update replaces only the priors it runs); "
+        "`measured` gives each row's date."
     )
     rows = [new.get(p) or old[p] for p in order]
     if not curves_file(path).is_file():
-        note += f" The figure is that earlier run's (it saved no curves): its {', '.join(new)} curves are not these."
+        note += (
+            " The figure is that of the last full run (which saved no curves): priors re-measured since show "
+            "their earlier curves there, or none."
+        )
         return rows, None, note
     old_curves = json.loads(curves_file(path).read_text())
     return rows, {p: curves.get(p) or old_curves[p] for p in order}, note

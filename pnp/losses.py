@@ -31,11 +31,25 @@ Logs = dict[str, float]
 
 
 class Denoising:
-    """Plain supervised denoising loss."""
+    """Plain supervised denoising loss. ``per_sigma=True`` divides each sample's error by σ (L1) or σ² (MSE), so
+    that every noise level of a batch drawn over decades of σ weighs alike: unweighted, the noisiest samples dominate
+    and the low-noise end, where PnP works, is neglected (noise-conditional models)."""
 
-    def __init__(self, loss: str = "mse") -> None:
+    def __init__(self, loss: str = "mse", per_sigma: bool = False) -> None:
         check(loss in ("mse", "l1"), f"loss must be mse or l1, got {loss!r}")
-        self.loss = loss
+        self.loss, self.per_sigma = loss, per_sigma
+
+    def errors(self, out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """The per-sample error [B]: mean squared (mse) or mean absolute (l1)."""
+        diff = (out - clean).flatten(1)
+        return diff.pow(2).mean(1) if self.loss == "mse" else diff.abs().mean(1)
+
+    def weighted(self, err: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """The batch loss: the mean of ``err``, each divided by σ^p (p = 2 for mse, 1 for l1) when ``per_sigma``."""
+        if not self.per_sigma:
+            return err.mean()
+        check(sigma is not None, "per_sigma needs the batch's noise levels")
+        return (err / sigma.pow(2 if self.loss == "mse" else 1)).mean()
 
     def fidelity(self, out: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(out, clean) if self.loss == "mse" else F.l1_loss(out, clean)
@@ -43,25 +57,22 @@ class Denoising:
     def __call__(
         self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int, sigma: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Logs]:
-        loss = self.fidelity(model(noisy, sigma), clean)
+        loss = self.weighted(self.errors(model(noisy, sigma), clean), sigma)
         return loss, {"loss": float(loss.detach())}
 
 
 class GradientStepDenoising(Denoising):
-    """The t-step denoiser loss of CRR-NN: ‖u_t − clean‖² with u_{k+1} = u_k − α(u_k − y + ∇R_σ(u_k)), u_0 = y.
-
-    ``per_sigma=True`` divides each sample's squared error by σ², so that every noise level of a batch drawn over
-    decades of σ weighs alike (unweighted, the noisiest samples dominate and the low-noise end, where PnP works,
-    is neglected)."""
+    """The t-step denoiser loss of CRR-NN: ‖u_t − clean‖² with u_{k+1} = u_k − α(u_k − y + ∇R_σ(u_k)), u_0 = y,
+    weighted per σ² by default (``per_sigma``, see :class:`Denoising`)."""
 
     def __init__(self, steps: int = 10, per_sigma: bool = True) -> None:
-        super().__init__("mse")
+        super().__init__("mse", per_sigma)
         check(isinstance(steps, int) and steps >= 1, f"steps must be a positive integer, got {steps!r}")
-        self.steps, self.per_sigma = steps, per_sigma
+        self.steps = steps
 
     def __call__(self, model, clean, noisy, step, steps, sigma=None):
-        err = (model.unrolled(noisy, sigma, self.steps) - clean).flatten(1).pow(2).mean(1)
-        loss = (err / sigma.pow(2)).mean() if self.per_sigma else err.mean()
+        err = self.errors(model.unrolled(noisy, sigma, self.steps), clean)
+        loss = self.weighted(err, sigma)
         return loss, {"loss": float(loss.detach()), "mse": float(err.detach().mean())}
 
 

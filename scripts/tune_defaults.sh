@@ -17,13 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
-priors=${2:-"tv wavelet crr wcrr pnn euler fne_dncnn lpn dncnn"}
+priors=${2:-"tv wavelet crr wcrr pnn euler euler_conditional fne_dncnn lpn dncnn"}
 range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
     wavelet) echo "tune.low=0.001 tune.high=0.1" ;;
     crr | wcrr) echo "tune.low=0.001 tune.high=0.03" ;;
     pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per channel
+    euler_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma, at theta = 0.5 (averaged: PGD covered)
     lpn) echo "tune.param=scheme.step_factor tune.low=0.2 tune.high=1.9" ;;
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
@@ -33,7 +34,7 @@ for problem in $problems; do
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
       tune.ship=true strict="$(case "$prior" in dncnn) echo false ;; *) echo true ;; esac)" \
-      tune.require_converged="$(case "$prior" in crr | wcrr | pnn | euler | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
+      tune.require_converged="$(case "$prior" in crr | wcrr | pnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
       image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
     case "$prior" in
       euler | fne_dncnn)

@@ -49,6 +49,18 @@ def test_quality_small_subset(tmp_path):
     assert (tmp_path / "quality_deblur.png").stat().st_size > 0
 
 
+def test_quality_update_replaces_only_the_priors_it_runs(tmp_path):
+    small = ("--problems", "deblur", "--size", "32", "--count", "1", "--max-iter", "4", "--max-iter-agd", "4")
+    benchmark("quality.py", *small, "--priors", "tv,euler", "--out", str(tmp_path))
+    before = rows(tmp_path / "quality_deblur.csv")
+    benchmark("quality.py", *small, "--priors", "wavelet,tv", "--update", "--out", str(tmp_path))
+    after = rows(tmp_path / "quality_deblur.csv")
+    assert [r["prior"] for r in after] == ["tv", "wavelet", "euler"]  # the table's order, the new prior added
+    assert after[2] == before[1]  # euler's row kept as it was, its date included
+    assert all(r["measured"] for r in after)
+    assert "`measured` gives each row's date" in (tmp_path / "quality_deblur.md").read_text()
+
+
 def test_quality_rejects_unknown_names():
     proc = subprocess.run(
         [sys.executable, "benchmarks/quality.py", "--priors", "tv,nope"],

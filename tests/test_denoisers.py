@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import deepinv as dinv
 import pytest
 import torch
@@ -19,6 +21,9 @@ TINY = {
     "euler": lambda c: EulerNet(channels=c, width=8, depth=3),
     "euler_averaged": lambda c: EulerNet(channels=c, width=8, depth=3, averaged=True),
     "lpn": lambda c: LPN(channels=c, width=8, depth=3),
+    "dncnn_conditional": lambda c: DnCNN(channels=c, depth=3, width=8, conditional=True),
+    "euler_conditional": lambda c: EulerNet(channels=c, width=8, depth=3, conditional=True),
+    "lpn_conditional": lambda c: LPN(channels=c, width=8, depth=3, conditional=True),
 }
 
 
@@ -95,6 +100,44 @@ def test_conditional_euler_is_nonexpansive_at_every_sigma_for_random_weights(sig
         net(x, None)
     blind = EulerNet(width=6, depth=3)
     assert "conditional" not in blind.config and net.config["conditional"]
+
+
+def perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """Random, non-zero weights everywhere (a conditional LPN starts with zero σ-biases)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("sigma", [0.002, 0.03, 0.2])
+def test_conditional_lpn_is_the_gradient_of_a_convex_psi_at_every_sigma_for_random_weights(sigma):
+    """σ enters only through biases: for fixed σ, ∇²ψ(·, σ) is symmetric with eigenvalues ≥ α (ψ convex in y)."""
+    model = perturbed(LPN(width=6, depth=3, alpha=0.01, conditional=True)).double()
+    model.clamp_weights()  # the non-negative weights of the input-convex paths (as after every training step)
+    model.eval()
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v, sigma), x).reshape(16, 16)
+    torch.testing.assert_close(jac, jac.T, rtol=1e-10, atol=1e-12)
+    assert torch.linalg.eigvalsh(jac).min() >= 0.01 - 1e-9
+    assert not torch.allclose(model(x, sigma), model(x, 2 * sigma))  # σ changes the output
+    phi, residual = model.prior(model(x, sigma), sigma)  # φ(·, σ) is found by inverting D(·, σ)
+    assert residual.max() < 1e-5 and torch.isfinite(phi).all()
+    with pytest.raises(ConfigError, match="sigma"):
+        model(x, None)
+    assert "conditional" not in LPN(width=6, depth=3).config and model.config["conditional"]
+
+
+def test_conditional_dncnn_reads_a_noise_level_map():
+    model = perturbed(DnCNN(depth=3, width=6, conditional=True)).eval()
+    x = torch.rand(2, 1, 10, 10)
+    with torch.no_grad():
+        both = model(x, torch.tensor([0.01, 0.1]))
+        torch.testing.assert_close(both[1:], model(x[1:], 0.1))  # each image reads its own σ
+        assert not torch.allclose(both[:1], model(x[:1], 0.1))
+    with pytest.raises(ConfigError, match="sigma"):
+        model(x, None)
+    assert "conditional" not in DnCNN(depth=3, width=6).config and model.config["conditional"]
 
 
 def test_euler_network_nonexpansive_and_averaged_form_firmly_nonexpansive():
@@ -202,6 +245,33 @@ def test_fne_training_lowers_the_penalty_on_a_toy_set():
         opt.step()
     after = jacobian_spectral_norm(q, clean, n_iter=100).norm.max()
     assert before > 1.5 and after < 0.8 * before
+
+
+def test_fne_training_of_a_conditional_dncnn_lowers_the_penalty_at_every_sigma():
+    """The penalty is taken at each sample's own σ, drawn over the range: it must lower Lip(2D − Id) across σ."""
+    model = DnCNN(depth=3, width=8, conditional=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # start clearly expansive
+    clean = torch.rand(8, 1, 12, 12)
+    levels = (0.005, 0.05, 0.2)
+
+    def lip(sigma: float) -> torch.Tensor:
+        q = lambda v: 2 * model(v, sigma) - v  # noqa: E731
+        return jacobian_spectral_norm(q, clean[:2], n_iter=100).norm.max()
+
+    before = [lip(s) for s in levels]
+    objective = FirmlyNonexpansive(loss="l1", lam=1.0, eps=0.1, power_iters=5, points=8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(30):
+        sigma = torch.exp(torch.empty(8).uniform_(math.log(0.005), math.log(0.2)))
+        noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn_like(clean)
+        loss, _logs = objective(model, clean, noisy, step, 30, sigma)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = [lip(s) for s in levels]
+    assert min(before) > 1.5 and all(a < 0.8 * b for a, b in zip(after, before, strict=True))
 
 
 def test_fne_penalty_points_can_be_noisier_than_the_training_batch():

@@ -295,3 +295,27 @@ def test_select_best_lets_the_starting_weights_compete(tmp_path):
 def test_select_last_is_the_default(tiny_runs):
     manifest = json.loads((tiny_runs["dncnn"] / "dncnn.json").read_text())
     assert manifest["selected_step"] == manifest["steps"] == 4
+
+
+@pytest.mark.parametrize(("loss", "power"), [("mse", 2), ("l1", 1)])
+def test_per_sigma_denoising_loss_weighs_every_noise_level_alike(loss, power):
+    """The identity 'denoiser' errs by exactly σ_i n_i on sample i (n_i of unit RMS / unit mean magnitude): divided
+    by σ_i^p every sample scores the same, while the unweighted loss is the noisiest sample's."""
+    from pnp.losses import Denoising
+
+    torch.manual_seed(0)
+    clean = torch.rand(3, 1, 8, 8)
+    sigma = torch.tensor([0.002, 0.02, 0.2])
+    n = torch.randn_like(clean)
+    n = n / (n.pow(2).mean((1, 2, 3), keepdim=True).sqrt() if power == 2 else n.abs().mean((1, 2, 3), keepdim=True))
+    noisy = clean + sigma.view(-1, 1, 1, 1) * n
+
+    def identity(x, s):
+        return x
+
+    weighted, _ = Denoising(loss, per_sigma=True)(identity, clean, noisy, 0, 1, sigma)
+    plain, _ = Denoising(loss)(identity, clean, noisy, 0, 1, sigma)
+    assert float(weighted) == pytest.approx(1.0, rel=1e-4)
+    assert float(plain) == pytest.approx(float(sigma.pow(power).mean()), rel=1e-4)
+    with pytest.raises(ConfigError, match="per_sigma"):
+        Denoising(loss, per_sigma=True)(identity, clean, noisy, 0, 1, None)

@@ -1,8 +1,11 @@
 """DnCNN without batch normalisation (Zhang et al. 2017), residual: D(x) = x − R(x).
 
 The same architecture serves as the unconstrained reference (``dncnn``) and, trained with the Jacobian penalty of
-Pesquet, Repetti, Terris & Wiaux (SIAM J. Imaging Sci. 2021), as the firmly nonexpansive ``fne_dncnn``. Blind: the
-noise level ``sigma`` passed to forward is ignored (as in deepinv's DnCNN).
+Pesquet, Repetti, Terris & Wiaux (SIAM J. Imaging Sci. 2021), as the firmly nonexpansive ``fne_dncnn``. Blind by
+default: the noise level ``sigma`` passed to forward is ignored (as in deepinv's DnCNN). ``conditional=True`` feeds
+a constant noise-level map log(σ/σ_ref) as one more input channel (FFDNet, Zhang, Zuo, Zhang 2018; DRUNet): D(x, σ),
+σ then required. A map is an input, not a weight: a Jacobian penalty must then hold at every σ, so a conditional
+``fne_dncnn`` samples its penalty points over the training range of σ and is certified at several (``pnp.certify``).
 """
 
 from __future__ import annotations
@@ -11,26 +14,33 @@ import torch
 from deepinv.models import Denoiser
 from torch import nn
 
-from pnp.denoisers.channels import channelwise
+from pnp.denoisers.channels import channelwise, noise_levels
 from pnp.lipschitz import conv_spectral_norm
+
+SIGMA_REF = 25 / 255  # the conditional network's noise-level map is log(σ/σ_ref)
 
 
 class DnCNN(Denoiser):
     """``depth`` 3×3 convolutions of ``width`` channels with ReLUs; the network predicts the noise."""
 
-    def __init__(self, channels: int = 1, depth: int = 17, width: int = 64) -> None:
+    def __init__(self, channels: int = 1, depth: int = 17, width: int = 64, conditional: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(channels + int(conditional), width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
-        self.channels = channels
+        self.channels, self.conditional = channels, conditional
         self.config = {"channels": channels, "depth": depth, "width": width}
+        if conditional:  # recorded only when set, so manifests of blind networks keep loading
+            self.config["conditional"] = True
 
     @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        return x - self.net(x)
+        if not self.conditional:
+            return x - self.net(x)
+        s = torch.log(noise_levels(sigma, x, "the conditional DnCNN") / SIGMA_REF).view(-1, 1, 1, 1)
+        return x - self.net(torch.cat([x, s.expand(-1, 1, *x.shape[-2:])], dim=1))
 
     def layer_bound(self) -> dict[str, float]:
         """Upper bounds from the product P of the convolutions' spectral norms (ReLU is 1-Lipschitz):
