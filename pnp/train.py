@@ -40,6 +40,13 @@ def validate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, s
     return float(batch_psnr(out.clamp(0, 1), clean).mean())
 
 
+def starting_weights(init_from: str) -> dict:
+    """The state dict ``init_from`` names: shipped weights by name (``dncnn``), or a weights file of your own with its
+    manifest beside it (a path: it ends in ``.pt`` or contains a ``/``, e.g. a previous run's output)."""
+    is_path = init_from.endswith(".pt") or "/" in init_from
+    return (weights.pretrained(path=init_from) if is_path else weights.pretrained(init_from)).state_dict()
+
+
 def lipschitz_record(
     model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, points: int, sigma: float
 ) -> dict:
@@ -88,7 +95,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
-        start = weights.pretrained(cfg.init_from).state_dict()
+        start = starting_weights(str(cfg.init_from))
         missing, unexpected = model.load_state_dict(start, strict=False)  # shapes are still checked
         check(not unexpected, f"init_from={cfg.init_from}: {', '.join(unexpected)} have no place in this network")
         if missing:  # e.g. a WCRR from the CRR: its concave spline and scale start from their initialisation

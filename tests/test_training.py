@@ -292,6 +292,19 @@ def test_select_best_lets_the_starting_weights_compete(tmp_path):
     assert all(torch.equal(start[k], shipped[k]) for k in start)
 
 
+def test_init_from_takes_a_weights_path_of_a_previous_run(tiny_runs, tmp_path):
+    """A run can start from another run's output (a path with its manifest): its step-0 validation is the PSNR the
+    first run ended with."""
+    first = tiny_runs["dncnn"] / "dncnn.pt"
+    args = ["denoiser=dncnn", f"init_from={first}", "steps=2", "select=best", *TINY_NET["dncnn"], *TINY_TRAIN]
+    run("pnp.train", *args, f"hydra.run.dir={tmp_path}")
+    history = json.loads((tmp_path / "dncnn.json").read_text())["history"]
+    before = json.loads(first.with_suffix(".json").read_text())["val_psnr"]
+    assert history[0]["step"] == 0 and history[0]["val_psnr"] == pytest.approx(before, abs=1e-4)
+    with pytest.raises(ConfigError, match="no shipped weights named"):
+        weights.pretrained("outputs_train_dncnn")  # a bare word is a shipped name, never a path
+
+
 def test_select_last_is_the_default(tiny_runs):
     manifest = json.loads((tiny_runs["dncnn"] / "dncnn.json").read_text())
     assert manifest["selected_step"] == manifest["steps"] == 4
