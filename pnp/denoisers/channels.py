@@ -10,6 +10,8 @@ import torch
 
 from pnp.errors import check
 
+SIGMA_REF = 25 / 255  # noise-conditional networks take σ as log(σ/σ_ref)
+
 
 def channelwise(forward: Callable) -> Callable:
     """Decorate ``forward(self, x, sigma)`` of a network with ``self.channels == 1`` to accept [B, C, H, W]."""
@@ -31,3 +33,8 @@ def noise_levels(sigma: float | torch.Tensor | None, x: torch.Tensor, who: str) 
     check(bool((s > 0).all()) and bool(torch.isfinite(s).all()), f"sigma must be finite and > 0, got {sigma}")
     check(x.shape[0] % s.numel() == 0, f"sigma has {s.numel()} values for a batch of {x.shape[0]}")
     return s.repeat_interleave(x.shape[0] // s.numel())
+
+
+def log_noise_levels(sigma: float | torch.Tensor | None, x: torch.Tensor, who: str) -> torch.Tensor:
+    """s = log(σ/σ_ref) as a [B] tensor (:func:`noise_levels`), how the noise-conditional networks read σ."""
+    return torch.log(noise_levels(sigma, x, who) / SIGMA_REF)

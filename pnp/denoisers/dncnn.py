@@ -14,10 +14,8 @@ import torch
 from deepinv.models import Denoiser
 from torch import nn
 
-from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.channels import channelwise, log_noise_levels
 from pnp.lipschitz import conv_spectral_norm
-
-SIGMA_REF = 25 / 255  # the conditional network's noise-level map is log(σ/σ_ref)
 
 
 class DnCNN(Denoiser):
@@ -39,7 +37,7 @@ class DnCNN(Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if not self.conditional:
             return x - self.net(x)
-        s = torch.log(noise_levels(sigma, x, "the conditional DnCNN") / SIGMA_REF).view(-1, 1, 1, 1)
+        s = log_noise_levels(sigma, x, "the conditional DnCNN").view(-1, 1, 1, 1)
         return x - self.net(torch.cat([x, s.expand(-1, 1, *x.shape[-2:])], dim=1))
 
     def layer_bound(self) -> dict[str, float]:

@@ -26,12 +26,11 @@ from deepinv.models import Denoiser
 from torch import nn
 
 from pnp.denoisers.cache import weights_key
-from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.channels import SIGMA_REF, channelwise, log_noise_levels
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm
 from pnp.tensors import unit
 
 POWER_MAX_ITER, POWER_TOL = 1000, 1e-6
-SIGMA_REF = 25 / 255  # the conditional network's σ enters as log(σ/σ_ref)
 NORM_PROBE = 32  # side of the training power-iteration vector (eval uses the size-independent certified bound)
 
 
@@ -106,7 +105,7 @@ class EulerNet(Denoiser):
         """s = log(σ/σ_ref) as [B, 1, 1, 1] (None for the blind network, which ignores σ)."""
         if not self.conditional:
             return None
-        return torch.log(noise_levels(sigma, x, "the conditional Euler network") / SIGMA_REF).view(-1, 1, 1, 1)
+        return log_noise_levels(sigma, x, "the conditional Euler network").view(-1, 1, 1, 1)
 
     @channelwise
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from deepinv.models import Denoiser
 from torch import nn
 
-from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.channels import channelwise, log_noise_levels
 from pnp.denoisers.state import needs_graph
 
-SIGMA_REF = 25 / 255  # the conditional network's σ enters as log(σ/σ_ref)
 EMBED = 32  # hidden width of the σ embedding
 
 
@@ -76,7 +75,7 @@ class LPN(Denoiser):
         """The σ-dependent bias c_l(s) of each layer as [B, width, 1, 1] (zeros for the blind network)."""
         if self.embed is None:
             return [0.0] * len(self.skips)
-        s = torch.log(noise_levels(sigma, y, "the conditional LPN") / SIGMA_REF).view(-1, 1)
+        s = log_noise_levels(sigma, y, "the conditional LPN").view(-1, 1)
         c = self.embed(s.to(self.embed[0].weight.dtype)).to(y.dtype).view(-1, len(self.skips), self.width, 1, 1)
         return list(c.unbind(1))
 

@@ -61,13 +61,12 @@ from torch import nn
 
 from pnp.activations import Activation, Clip, build
 from pnp.denoisers.cache import weights_key
-from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.channels import SIGMA_REF, channelwise, log_noise_levels
 from pnp.denoisers.equivariant import is_map
 from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
 
-SIGMA_REF = 25 / 255  # λ(σ) is parametrised around this noise level
 NORM_GRID = 64  # Fourier grid of the certified ‖L_k‖ bound (loses < 0.5 % for 3×3 kernels, < 2 % for 5×5)
 
 
@@ -226,7 +225,7 @@ class PNN(Denoiser):
     def log_sigma(self, sigma: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """log(σ/σ_ref) as [B, 1, 1, 1], or [B, 1, H, W] for a noise-level map."""
         if not is_map(sigma):
-            return torch.log(noise_levels(sigma, x, "the PNN") / SIGMA_REF).view(-1, 1, 1, 1)
+            return log_noise_levels(sigma, x, "the PNN").view(-1, 1, 1, 1)
         m = sigma.to(x.dtype).reshape(-1, 1, *sigma.shape[-2:])
         check(
             m.shape[-2:] == x.shape[-2:] and x.shape[0] % m.shape[0] == 0,

@@ -42,12 +42,11 @@ from torch import nn
 
 from pnp.convolution import FourierConv
 from pnp.denoisers.cache import weights_key
-from pnp.denoisers.channels import channelwise, noise_levels
+from pnp.denoisers.channels import channelwise, log_noise_levels
 from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
 
-SIGMA_REF = 25 / 255  # λ(σ), μ(σ) are parametrised around this noise level
 SCALE_RATE = 20.0  # log λ(σ), log μ(σ) are stored divided by this: Adam moves them 20× faster than the filters
 NORM_GRID = 256  # Fourier grid of the certified ‖W‖ bound (loses < 1.1 % for the 13×13 collapsed kernel)
 
@@ -192,7 +191,7 @@ class RidgeRegularizer(Denoiser):
     # -- strength ------------------------------------------------------------------------------------------
     def scales(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> Scales:
         """λ(σ), μ(σ), ν(σ) as [B, 1, 1, 1] tensors in ``like``'s dtype, and ρ(σ) ([B, C, 1, 1] when capped)."""
-        ls = torch.log(noise_levels(sigma, like, type(self).__name__) / SIGMA_REF).view(-1, 1, 1, 1)
+        ls = log_noise_levels(sigma, like, type(self).__name__).view(-1, 1, 1, 1)
 
         def affine(log_scale: torch.Tensor) -> torch.Tensor:
             a, b = (SCALE_RATE * log_scale).to(like.dtype)
