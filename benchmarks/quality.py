@@ -42,7 +42,19 @@ from pnp.problems import Problem
 from pnp.tensors import batch_psnr
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
-PRIORS = ("tv", "wavelet", "crr", "wcrr", "pnn", "euler", "euler_conditional", "fne_dncnn", "lpn", "dncnn")
+PRIORS = (
+    "tv",
+    "wavelet",
+    "crr",
+    "wcrr",
+    "pnn",
+    "euler",
+    "euler_conditional",
+    "fne_dncnn",
+    "lpn",
+    "dncnn",
+    "dncnn_conditional",
+)
 TOL = 1e-5
 
 

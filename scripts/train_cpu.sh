@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Train the eight shipped priors with their CPU recipes and ship them into pnp/weights/ (about 3 h on 2 cores).
+# Train the nine shipped priors with their CPU recipes and ship them into pnp/weights/ (about 3.2 h on 2 cores).
 # fne_dncnn starts from the shipped dncnn, so dncnn comes first; lpn and fne_dncnn add stages from their own weights.
 # Extra arguments (e.g. device=cpu) go to every run. The full-size recipes are one run each on a GPU:
 #   python -m pnp.train denoiser=<name> recipe=<name>_gpu device=cuda ship=true   (then lpn's second stage: recipe=lpn_convex_gpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for name in dncnn euler euler_conditional lpn fne_dncnn crr wcrr pnn; do
+for name in dncnn dncnn_conditional euler euler_conditional lpn fne_dncnn crr wcrr pnn; do
   python -m pnp.train denoiser="$name" ship=true "$@"
 done
 # lpn, second stage: the proximal-matching LPN fine-tuned with the firmly-nonexpansive penalty, half of its points at

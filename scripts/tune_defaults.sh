@@ -7,7 +7,7 @@
 # iterations; the ridge regularizers: the accelerated gradient and 2000 iterations their configs select; both
 # validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
-# (not for dncnn, which no theorem covers at any strength). The
+# (not for dncnn and dncnn_conditional, which no theorem covers at any strength). The
 # convergent learned priors must also reach the monitor's tolerance (tune.require_converged=true): a default that
 # ends above it within the iteration budget is not a converged reconstruction (wcrr on CT below sigma ~ 0.009).
 # The blind firmly nonexpansive networks (fne_dncnn; euler at its default theta = 0.5) then get a second search, the
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
-priors=${2:-"tv wavelet crr wcrr pnn euler euler_conditional fne_dncnn lpn dncnn"}
+priors=${2:-"tv wavelet crr wcrr pnn euler euler_conditional fne_dncnn lpn dncnn dncnn_conditional"}
 range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
@@ -25,6 +25,7 @@ range() {  # the coarse search range of each prior's parameter
     crr | wcrr) echo "tune.low=0.001 tune.high=0.03" ;;
     pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per channel
     euler_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma, at theta = 0.5 (averaged: PGD covered)
+    dncnn_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma
     lpn) echo "tune.param=scheme.step_factor tune.low=0.2 tune.high=1.9" ;;
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
@@ -33,7 +34,7 @@ for problem in $problems; do
   for prior in $priors; do
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
-      tune.ship=true strict="$(case "$prior" in dncnn) echo false ;; *) echo true ;; esac)" \
+      tune.ship=true strict="$(case "$prior" in dncnn | dncnn_conditional) echo false ;; *) echo true ;; esac)" \
       tune.require_converged="$(case "$prior" in crr | wcrr | pnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
       image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
     case "$prior" in

@@ -306,7 +306,9 @@ def test_gray_network_denoises_colour_images_channel_by_channel(name):
     torch.testing.assert_close(out, per_channel)
 
 
-@pytest.mark.parametrize("name", ["dncnn", "fne_dncnn", "euler", "lpn", "crr", "wcrr"])
+@pytest.mark.parametrize(
+    "name", ["dncnn", "dncnn_conditional", "fne_dncnn", "euler", "euler_conditional", "lpn", "crr", "wcrr"]
+)
 def test_every_shipped_denoiser_is_differentiable_in_eval_mode(name):
     """Through the input and the weights, as a block of a larger model (an inner solve: see its forward)."""
     from pnp.weights import pretrained
