@@ -11,7 +11,7 @@ by ``--cg`` conjugate-gradient steps with Hessian-vector products by autograd, a
 slopes projected back onto [0, 1]). Every ``--val-every`` steps the weights are scored exactly as ``pnp.tune`` scores a
 setting (the configured scheme on the validation images, coins and moon, 128²) at the fixed σ. JSON lines on stdout.
 
-    python benchmarks/bilevel_deblur.py --lr 2e-4 --steps 600 > benchmarks/results/bilevel_deblur.jsonl
+    python benchmarks/bilevel_deblur.py --lr 2e-4 --steps 600 > benchmarks/results/bilevel_deblur.log
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 import pnp.tune as tune
 from pnp.data import PatchSampler, make_split, training_image
 from pnp.denoisers.ridge import RidgeRegularizer
-from pnp.problems import deblur
+from pnp.tensors import batch_psnr
 from pnp.weights import pretrained
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pnp" / "configs"
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float(-10 * torch.log10((x.clamp(0, 1) - ref).pow(2).flatten(1).mean(1)).mean())
+    """Mean PSNR over the batch of ``x`` clipped to [0, 1], as pnp.tune scores."""
+    return float(batch_psnr(x.clamp(0, 1), ref).mean())
 
 
 def solve(model: RidgeRegularizer, physics, x: torch.Tensor, y: torch.Tensor, sigma: float, iters: int) -> torch.Tensor:
@@ -121,7 +123,7 @@ def main() -> None:
     split = make_split()
     images = [training_image(name, split.source) for name in split.train]
     clean = PatchSampler(images, args.patch, args.patches, 0.0, 0.0, seed=1, device=torch.device("cpu"))()[0]
-    problem = deblur(x=clean, seed=3, **{k: v for k, v in cfg.problem.items() if k != "_target_"})
+    problem = instantiate(cfg.problem, x=clean, seed=3)
     physics, y = problem.physics, problem.y
     start = time.time()
     x_star = torch.cat(
@@ -148,7 +150,6 @@ def main() -> None:
             print(json.dumps({**row, "t": round(time.time() - start)}), flush=True)
         if step % args.val_every == 0:
             print(json.dumps({"step": step, **validate()}), flush=True)
-            model.train()
             torch.save(model.state_dict(), out / f"step{step}.pt")
 
 

@@ -3,8 +3,8 @@
     python benchmarks/denoising.py [--size 256] [--quick]
 
 The learned blind networks run as trained (θ = 1, one network for all σ); the noise-conditional ones (ridge
-regularizers, pnn, euler_conditional) are told σ, also at θ = 1. The classical ones get the strength that maximises
-their mean PSNR over a grid of multiples of σ (an oracle choice, stated in the table).
+regularizers, pnn, euler_conditional, dncnn_conditional) are told σ, also at θ = 1. The classical ones get the
+strength that maximises their mean PSNR over a grid of multiples of σ (an oracle choice, stated in the table).
 Writes benchmarks/results/denoising.{md,csv}.
 """
 
