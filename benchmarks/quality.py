@@ -146,6 +146,16 @@ def curves_file(path: Path) -> Path:
     return path.with_name(path.name + "_curves.json")
 
 
+def larger_budgets(max_iter: int) -> str:
+    """``tv 2000, pnn 1000``: the table's PnP priors whose config sets more than ``max_iter`` iterations."""
+    budgets = {}
+    for prior in PRIORS:
+        cfg = composed(f"denoiser={prior}")
+        if not cfg.scheme._target_.endswith("AGD") and cfg.monitor.max_iter > max_iter:
+            budgets[prior] = cfg.monitor.max_iter
+    return ", ".join(f"{p} {b}" for p, b in budgets.items()) or "none"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default=",".join(PROBLEMS))
@@ -185,7 +195,7 @@ def main() -> None:
             f"Test images camera, astronaut, coffee (never trained on, never tuned on): {problem.x_true.shape[0]} "
             f"images of {problem.x_true.shape[-1]}², start {start:.2f} dB; strengths tuned on the validation images "
             f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations, or the larger budget of a "
-            f"prior's config: pnn 1000) or, where the tuner chose it, "
+            f"prior's config: {larger_budgets(args.max_iter)}) or, where the tuner chose it, "
             f"PnP-ADMM at its tuned penalty γL (as many iterations), for the explicit ridge priors accelerated "
             f"gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
             f"{TOL:g} from some iteration to the end (iters_to_tol: that iteration; the summary metrics.json "

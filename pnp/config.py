@@ -221,9 +221,11 @@ def strength(cfg: DictConfig) -> str:
 
 
 def step_label(scheme: DictConfig) -> str:
-    """``(γL=10)`` where the step (PGD) or penalty (ADMM) is not the default γ = 1/L; empty otherwise."""
-    factor = scheme.get("step_factor", 1.0)
-    return "" if scheme.get("stepsize") is not None or factor == 1 else f"(γL={factor:g})"
+    """``(γL=10)`` where the step (PGD) or penalty (ADMM) is not the default γ = 1/L, ``(τ=0.35)`` where accelerated
+    gradient's prior weight is set; empty otherwise."""
+    factor, weight = scheme.get("step_factor", 1.0), scheme.get("weight")
+    step = "" if scheme.get("stepsize") is not None or factor == 1 else f"(γL={factor:g})"
+    return step + ("" if weight is None else f"(τ={weight:g})")
 
 
 def tuned_path(cfg: DictConfig, folder: Path = TUNED) -> Path | None:

@@ -90,6 +90,23 @@ def training_image(item: str, source: str, max_side: int = MAX_SIDE) -> torch.Te
     return x
 
 
+def training_images(
+    split: Split, scales: list[float] | tuple[float, ...] = (1.0,), patch: int = 0
+) -> list[torch.Tensor]:
+    """The split's training images (:func:`training_image`), each also at every factor of ``scales`` (≤ 1,
+    antialiased bilinear): the multi-scale augmentation of DnCNN's training (Zhang et al. 2017), more edges per
+    patch from the same images. A downscaled copy smaller than ``patch`` is left out."""
+    check(all(0 < s <= 1 for s in scales), f"data.scales must lie in (0, 1], got {list(scales)}")
+    images = []
+    for item in split.train:
+        x = training_image(item, split.source)
+        for s in scales:
+            y = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", antialias=True, align_corners=False)
+            if s == 1 or min(y.shape[-2:]) >= patch:
+                images.append(y)
+    return images
+
+
 def held_out(split: Split, size: int, which: str = "validation") -> torch.Tensor:
     """The ``which`` images of the split (see :meth:`Split.images`), centre-cropped (or resized when smaller) to
     ``size``², as [N, 1, size, size]."""

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from pnp import parallel, weights
 from pnp.cli import entry, log, user_errors
 from pnp.config import check_keys
-from pnp.data import PatchSampler, centre, make_split, training_image, validation_pairs
+from pnp.data import PatchSampler, centre, make_split, training_images, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
 from pnp.runtime import resolve_device, seed_everything
@@ -103,7 +103,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     objective = instantiate(cfg.objective)
     split = make_split(cfg.data.root, cfg.data.n_validation)
     sampler = PatchSampler(
-        [training_image(i, split.source) for i in split.train],
+        training_images(split, cfg.data.scales, cfg.data.patch),
         cfg.data.patch,
         cfg.data.batch,
         cfg.data.sigma_min,

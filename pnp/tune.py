@@ -1,8 +1,9 @@
 """Tune a denoiser's strength for a problem on the validation images:
 ``python -m pnp.tune +problem=deblur denoiser=crr [tune.param=denoiser.theta] [tune.ship=true]``.
 
-The parameter (``denoiser.sigma`` by default, ``denoiser.theta`` for blind networks, or ``scheme.step_factor``: γL,
-the step of PnP-PGD within its bound or the penalty of PnP-ADMM, where a larger γ weakens the prior of prox_{γf}, D)
+The parameter (``denoiser.sigma`` by default, ``denoiser.theta`` for blind networks, ``scheme.step_factor``: γL,
+the step of PnP-PGD within its bound or the penalty of PnP-ADMM, where a larger γ weakens the prior of prox_{γf}, D;
+or ``scheme.weight``: τ of accelerated gradient on f + τR_σ, the λ of the ridge-regularizer papers beside σ)
 is searched on a log grid between ``tune.low`` and ``tune.high``, then on finer grids around the best value
 (``tune.rounds``). Each value runs the configured scheme on the validation images (:data:`pnp.data.VALIDATION`,
 never a test image) as one batch at the problem's image size and scores the mean PSNR of the result; a run that
@@ -37,7 +38,7 @@ from pnp.problems import Problem
 from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
 
-PARAMS = ("denoiser.sigma", "denoiser.theta", "scheme.step_factor")
+PARAMS = ("denoiser.sigma", "denoiser.theta", "scheme.step_factor", "scheme.weight")
 UPPER = {"denoiser.theta": 1.0}  # a parameter's largest meaningful value
 
 
@@ -129,7 +130,10 @@ def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     setting: dict[str, Any] = {"denoiser": denoiser}
     name = scheme_name(cfg.scheme)
     if name is not None:  # a scheme config of one's own (hydra.searchpath) is not in pnp's scheme/ group
-        setting["scheme"] = {"name": name, "step_factor": float(f"{cfg.scheme.step_factor:.6g}")}
+        keys = ("step_factor", "weight")  # weight: the prior weight τ of accelerated gradient (null: L)
+        setting["scheme"] = {"name": name} | {
+            k: float(f"{cfg.scheme[k]:.6g}") for k in keys if cfg.scheme.get(k) is not None
+        }
     return {**setting, "validation_psnr": round(float(best["psnr"]), 3)}
 
 
@@ -168,6 +172,10 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check(
         cfg.tune.param != "denoiser.sigma" or not cfg.denoiser.get("blind"),
         f"denoiser {cfg.denoiser.name} is blind: tune denoiser.theta instead (tune.param=denoiser.theta)",
+    )
+    check(
+        cfg.tune.param != "scheme.weight" or "weight" in cfg.scheme,
+        "scheme.weight is the prior weight of scheme=agd (denoiser=crr|wcrr); this scheme has none",
     )
     check(
         cfg.tune.param != "scheme.step_factor" or cfg.scheme.get("stepsize") is None,

@@ -8,8 +8,9 @@
 # validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
 # (not for dncnn and dncnn_conditional, which no theorem covers at any strength). The
-# convergent learned priors must also reach the monitor's tolerance (tune.require_converged=true): a default that
-# ends above it within the iteration budget is not a converged reconstruction (wcrr on CT below sigma ~ 0.009).
+# convergent learned priors and TV (the baseline they are compared with; its config gives PnP-PGD 2000 iterations)
+# must also reach the monitor's tolerance (tune.require_converged=true): a default that ends above it within the
+# iteration budget is not a converged reconstruction (wcrr on CT below sigma ~ 0.009).
 # The blind firmly nonexpansive networks (fne_dncnn; euler at its default theta = 0.5) then get a second search, the
 # PnP-ADMM penalty gamma*L (any gamma > 0 is covered; a larger gamma weakens the prior), and it ships only where it
 # beats the theta search on the validation images (tune.keep_better=true). lpn (a prox, theta would break it) has
@@ -35,7 +36,7 @@ for problem in $problems; do
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
       tune.ship=true strict="$(case "$prior" in dncnn | dncnn_conditional) echo false ;; *) echo true ;; esac)" \
-      tune.require_converged="$(case "$prior" in crr | wcrr | pnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
+      tune.require_converged="$(case "$prior" in tv | crr | wcrr | pnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
       image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
     case "$prior" in
       euler | fne_dncnn)

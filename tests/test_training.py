@@ -17,7 +17,7 @@ import torch
 from skimage import io
 
 from pnp import weights
-from pnp.data import HELD_OUT, TEST, TRAIN, VALIDATION, PatchSampler, make_split
+from pnp.data import HELD_OUT, TEST, TRAIN, VALIDATION, PatchSampler, make_split, training_images
 from pnp.denoisers import LPN
 from pnp.errors import ConfigError
 
@@ -82,6 +82,20 @@ def test_folder_split_is_deterministic(tmp_path):
     assert a == b and len(a.validation) == 3 and len(a.train) == 4
     with pytest.raises(ConfigError, match="need more than"):
         make_split(str(tmp_path), 7)
+
+
+def test_multiscale_training_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        io.imsave(tmp_path / f"im{i}.png", (rng.random((40, 60)) * 255).astype(np.uint8))
+    split = make_split(str(tmp_path), 1)
+    plain = training_images(split)
+    multi = training_images(split, (1.0, 0.5, 0.25), patch=16)  # 0.25: 10 x 15, below the patch, left out
+    assert [tuple(x.shape[-2:]) for x in plain] == [(40, 60)] * 3
+    assert [tuple(x.shape[-2:]) for x in multi] == [(40, 60), (20, 30)] * 3
+    assert torch.allclose(multi[1].mean(), multi[0].mean(), atol=1e-3)  # an antialiased downscale keeps the mean
+    with pytest.raises(ConfigError, match="must lie in"):
+        training_images(split, (1.0, 1.5))
 
 
 def test_patch_sampler_shapes_noise_and_seed():

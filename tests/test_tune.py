@@ -141,6 +141,32 @@ def test_the_admm_penalty_is_tuned_and_selects_its_scheme(tmp_path):
     assert proc.returncode == 2 and "scheme.stepsize" in proc.stderr
 
 
+def test_the_prior_weight_of_accelerated_gradient_is_tuned_and_shipped(tmp_path):
+    """tune.param=scheme.weight: τ of f + τR_σ (the papers' λ beside σ) goes into the tuned file with the scheme."""
+    proc = tune(
+        "+problem=deblur",
+        "denoiser=crr",
+        "tune.param=scheme.weight",
+        "tune.low=0.25",
+        "tune.high=4",
+        "tune.rounds=1",
+        "tune.ship=true",
+        f"tune.dir={tmp_path / 'tuned'}",
+        run_dir=tmp_path / "run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "run" / "tune.json").read_text())
+    assert sorted(e["value"] for e in record["evaluations"]) == [0.25, 1.0, 4.0]
+    assert len({e["psnr"] for e in record["evaluations"]}) == 3  # the weight changes the reconstruction
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("solve", overrides=["+problem=deblur", "denoiser=crr"])
+    apply_tuned(cfg, (), tmp_path / "tuned")
+    assert cfg.scheme._target_ == "pnp.schemes.AGD"
+    assert math.isclose(cfg.scheme.weight, record["best"]["value"], rel_tol=1e-5)
+    proc = tune("+problem=deblur", "denoiser=tv", "tune.param=scheme.weight", run_dir=tmp_path / "pgd")
+    assert proc.returncode == 2 and "scheme.weight" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_require_converged_refuses_runs_that_end_above_the_tolerance(tmp_path):
     proc = tune(
         "+problem=deblur",
