@@ -66,11 +66,14 @@ def build(name: str, size: int | None, count: int | None) -> Problem:
     return instantiate(cfg.problem, x=images, seed=0)
 
 
-def run(problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int]) -> tuple[dict, dict]:
+def run(
+    problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int], config_budget: bool = True
+) -> tuple[dict, dict]:
     """One prior at its tuned strength and configured scheme: the table row and the first image's curves."""
     den, sigma, guarantee, label, scheme, budget = tuned_denoiser(prior, tuned_as, torch.device("cpu"))
     name = type(scheme).__name__
-    monitor = ConvergenceMonitor(max_iter=max(max_iter[name], budget), tol=TOL, progress=False)
+    limit = max(max_iter[name], budget) if config_budget else max_iter[name]
+    monitor = ConvergenceMonitor(max_iter=limit, tol=TOL, progress=False)
     start = time.perf_counter()
     result = scheme.run(
         problem.y,
@@ -162,6 +165,9 @@ def main() -> None:
     parser.add_argument("--priors", default=",".join(PRIORS))
     parser.add_argument("--max-iter", type=int, default=300, help="PnP-PGD iterations")
     parser.add_argument("--max-iter-agd", type=int, default=2000, help="accelerated gradient (explicit priors)")
+    parser.add_argument(
+        "--no-config-budget", action="store_true", help="stop every prior at --max-iter, whatever its config sets"
+    )
     parser.add_argument("--size", type=int, help="image side for every problem (default: each problem's own)")
     parser.add_argument("--count", type=int, help="use only the first N test images")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -179,7 +185,11 @@ def main() -> None:
         rows, curves = [], {}
         for prior in priors:
             row, curves[prior] = run(
-                problem, tuned_as, prior, {"PGD": args.max_iter, "ADMM": args.max_iter, "AGD": args.max_iter_agd}
+                problem,
+                tuned_as,
+                prior,
+                {"PGD": args.max_iter, "ADMM": args.max_iter, "AGD": args.max_iter_agd},
+                not args.no_config_budget,
             )
             rows.append({"problem": name, **row})
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
@@ -195,7 +205,8 @@ def main() -> None:
             f"Test images camera, astronaut, coffee (never trained on, never tuned on): {problem.x_true.shape[0]} "
             f"images of {problem.x_true.shape[-1]}², start {start:.2f} dB; strengths tuned on the validation images "
             f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations, or the larger budget of a "
-            f"prior's config: {larger_budgets(args.max_iter)}) or, where the tuner chose it, "
+            f"prior's config: {'ignored' if args.no_config_budget else larger_budgets(args.max_iter)}) or, where the "
+            f"tuner chose it, "
             f"PnP-ADMM at its tuned penalty γL (as many iterations), for the explicit ridge priors accelerated "
             f"gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
             f"{TOL:g} from some iteration to the end (iters_to_tol: that iteration; the summary metrics.json "

@@ -38,6 +38,7 @@ def test_speed_quick_contenders_agree(tmp_path):
 
 def test_quality_small_subset(tmp_path):
     args = ("--problems", "deblur", "--priors", "tv,crr,euler", "--size", "32", "--count", "2", "--max-iter", "12")
+    args = (*args, "--no-config-budget")  # tv's config asks 2000 iterations
     benchmark("quality.py", *args, "--max-iter-agd", "12", "--out", str(tmp_path))
     table = rows(tmp_path / "quality_deblur.csv")
     assert [r["prior"] for r in table] == ["tv", "crr", "euler"]
@@ -51,6 +52,7 @@ def test_quality_small_subset(tmp_path):
 
 def test_quality_update_replaces_only_the_priors_it_runs(tmp_path):
     small = ("--problems", "deblur", "--size", "32", "--count", "1", "--max-iter", "4", "--max-iter-agd", "4")
+    small = (*small, "--no-config-budget")
     benchmark("quality.py", *small, "--priors", "tv,euler", "--out", str(tmp_path))
     before = rows(tmp_path / "quality_deblur.csv")
     benchmark("quality.py", *small, "--priors", "wavelet,tv", "--update", "--out", str(tmp_path))
