@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import pnp.tune as tune
-from pnp.data import PatchSampler, make_split, training_image
+from pnp.data import PatchSampler, make_split, training_images
 from pnp.denoisers.ridge import RidgeRegularizer
 from pnp.tensors import batch_psnr
 from pnp.weights import pretrained
@@ -120,8 +120,7 @@ def main() -> None:
             tune.build_denoiser = build
         return {"val": r["psnr"], "per": r.get("psnr_per_image"), "its": r.get("iterations")}
 
-    split = make_split()
-    images = [training_image(name, split.source) for name in split.train]
+    images = training_images(make_split())
     clean = PatchSampler(images, args.patch, args.patches, 0.0, 0.0, seed=1, device=torch.device("cpu"))()[0]
     problem = instantiate(cfg.problem, x=clean, seed=3)
     physics, y = problem.physics, problem.y

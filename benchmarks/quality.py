@@ -178,6 +178,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown problem or prior: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    budgets = "ignored" if args.no_config_budget else larger_budgets(args.max_iter)  # composed once, not per problem
     for name in problems:
         problem = build(name, args.size, args.count)
         tuned_as = "cs" if name == "cs_spc" else name
@@ -205,7 +206,7 @@ def main() -> None:
             f"Test images camera, astronaut, coffee (never trained on, never tuned on): {problem.x_true.shape[0]} "
             f"images of {problem.x_true.shape[-1]}², start {start:.2f} dB; strengths tuned on the validation images "
             f"by pnp.tune. Scheme: PnP-PGD (γ = 1/L, at most {args.max_iter} iterations, or the larger budget of a "
-            f"prior's config: {'ignored' if args.no_config_budget else larger_budgets(args.max_iter)}) or, where the "
+            f"prior's config: {budgets}) or, where the "
             f"tuner chose it, "
             f"PnP-ADMM at its tuned penalty γL (as many iterations), for the explicit ridge priors accelerated "
             f"gradient on the same objective (at most {args.max_iter_agd}). converged: c_k < "
