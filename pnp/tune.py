@@ -8,12 +8,13 @@ is searched on a log grid between ``tune.low`` and ``tune.high``, then on finer 
 (``tune.rounds``). Each value runs the configured scheme on the validation images (:data:`pnp.data.VALIDATION`,
 never a test image) as one batch at the problem's image size and scores the mean PSNR of the result; a run that
 diverges or that no convergence theorem covers (under ``strict``) scores −inf, and so does one that ends above the
-monitor's tolerance with ``tune.require_converged=true`` (a default must converge within the iteration budget). The
+monitor's tolerance with ``tune.require_converged=true`` (a default must converge within the iteration budget, or
+within the fraction ``tune.converge_within`` of it, a margin for images it was not tuned on). The
 choice, the whole search and the settings go to ``tune.json`` in the run directory; ``tune.ship=true`` writes the
 setting (the denoiser's σ and θ, the scheme and its step) to ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which
 ``pnp.solve`` then uses by default for that problem and denoiser (a value or a scheme on the command line still
-wins); with ``tune.keep_better=true`` only when its validation PSNR beats the file already there (a second search,
-e.g. the ADMM penalty after θ, ships only if it wins on the validation images).
+wins); with ``tune.keep_better=true`` only when its validation PSNR beats the file already there by more than
+``tune.min_gain`` dB (a second search, e.g. the ADMM penalty after θ, ships only if it wins on the validation images).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
         return {"value": value, "psnr": -math.inf, "error": str(err)}
     psnr = batch_psnr(result.x.clamp(0, 1), problem.x_true)
     h = result.history
-    failed = h.diverged or (cfg.tune.require_converged and not h.converged)
+    failed = h.diverged or (cfg.tune.require_converged and not converged_in_budget(h, cfg))
     return {
         "value": value,
         "psnr": -math.inf if failed else float(psnr.mean()),
@@ -87,6 +88,13 @@ def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
         "diverged": h.diverged,
         "seconds": time.perf_counter() - start,
     }
+
+
+def converged_in_budget(history: Any, cfg: DictConfig) -> bool:
+    """Whether the run reached the monitor's tolerance within ``tune.converge_within`` × ``monitor.max_iter``
+    iterations: a margin below 1 refuses a setting that only just converges on the validation images (on unseen
+    images it may not)."""
+    return bool(history.converged) and history.iterations <= cfg.tune.converge_within * cfg.monitor.max_iter
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
@@ -113,7 +121,11 @@ def search(cfg: DictConfig, problem: Problem, evaluations: list[dict[str, Any]])
     check(
         math.isfinite(best["psnr"]),
         f"every value of {t.param} diverged or was refused"
-        + (f" or ended above monitor.tol in {cfg.monitor.max_iter} iterations" if t.require_converged else ""),
+        + (
+            f" or did not reach monitor.tol within {t.converge_within:g} x {cfg.monitor.max_iter} iterations"
+            if t.require_converged
+            else ""
+        ),
     )
     return best
 
@@ -148,18 +160,21 @@ def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict
     )
 
 
-def beats_shipped(path: Path, setting: dict[str, Any], keep_better: bool) -> bool:
-    """Whether ``setting`` should replace the tuned file at ``path``: always, unless ``keep_better`` and the file's
-    ``validation_psnr`` is at least as high (both as written, rounded alike)."""
+def beats_shipped(path: Path, setting: dict[str, Any], keep_better: bool, min_gain: float = 0.0) -> bool:
+    """Whether ``setting`` should replace the tuned file at ``path``: always, unless ``keep_better`` and its
+    validation PSNR does not exceed the file's ``validation_psnr`` by more than ``min_gain`` dB (both as written,
+    rounded alike): a default does not move for a gain within the noise of a few validation images."""
     if not keep_better or not path.is_file():
         return True
     shipped = OmegaConf.load(path).get("validation_psnr")
-    return shipped is None or setting["validation_psnr"] > shipped
+    return shipped is None or setting["validation_psnr"] > shipped + min_gain
 
 
 def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check("problem" in cfg, "choose a problem: python -m pnp.tune +problem=<deblur|ct|cs> denoiser=<name>")
     check(cfg.tune.param in PARAMS, f"tune.param must be one of {PARAMS}, got {cfg.tune.param!r}")
+    check(0 < cfg.tune.converge_within <= 1, f"tune.converge_within must be in (0, 1], got {cfg.tune.converge_within}")
+    check(cfg.tune.min_gain >= 0, f"tune.min_gain must be >= 0 dB, got {cfg.tune.min_gain}")
     given = [
         k
         for k in ("measurement.path", "measurement.folder", "image.folder", "init.path", "image.path")
@@ -189,7 +204,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     best = search(cfg, problem, evaluations)
     setting = tuned_setting(cfg, best)  # also sets cfg's parameter to the best value for the record below
     path = tuned_file(cfg)
-    shipped = bool(cfg.tune.ship) and beats_shipped(path, setting, cfg.tune.keep_better)
+    shipped = bool(cfg.tune.ship) and beats_shipped(path, setting, cfg.tune.keep_better, cfg.tune.min_gain)
     record = {
         "param": cfg.tune.param,
         "best": best,

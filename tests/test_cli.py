@@ -72,7 +72,7 @@ def test_problem_smoke(problem, tmp_path):
     assert len(rows) == 6
     assert set(rows[0]) >= {"iter", "residual", "rel_residual", "psnr", "fidelity", "time_s"}
     assert all(float(r["fidelity"]) >= 0 for r in rows)
-    assert " · AGD · crr" in proc.stdout and "PSNR" in proc.stdout  # the default: an explicit prior
+    assert " · AGD" in proc.stdout and " · wcrr(" in proc.stdout and "PSNR" in proc.stdout  # the default: explicit
     assert proc.stdout.startswith("deblur(gaussian σ=1.6) · " if problem == "deblur" else f"{problem} · ")
     assert m["guarantee"]["covered"] and "guarantee: " in proc.stdout  # the default sits in a covered regime
     assert isinstance(m["residual_monotone"], bool) and len(m["residual_largest_increase"]) == 1

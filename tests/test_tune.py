@@ -7,11 +7,13 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from pnp.config import CONFIGS, apply_tuned, tuned_path
-from pnp.tune import log_grid
+from pnp.tune import beats_shipped, converged_in_budget, log_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["image.size=32", "monitor.max_iter=15", "monitor.check_every=5", "device=cpu", "tune.points=3"]
@@ -30,6 +32,23 @@ def tune(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
 def test_log_grid():
     grid = log_grid(0.001, 0.1, 3)
     assert len(grid) == 3 and math.isclose(grid[1], 0.01) and math.isclose(grid[-1], 0.1)
+
+
+def test_keep_better_needs_more_than_the_minimum_gain(tmp_path):
+    path = tmp_path / "deblur_crr.yaml"
+    path.write_text("denoiser:\n  sigma: 0.01\nvalidation_psnr: 33.135\n")
+    assert not beats_shipped(path, {"validation_psnr": 33.138}, keep_better=True, min_gain=0.02)
+    assert beats_shipped(path, {"validation_psnr": 33.138}, keep_better=True, min_gain=0.0)
+    assert beats_shipped(path, {"validation_psnr": 33.2}, keep_better=True, min_gain=0.02)
+    assert beats_shipped(path, {"validation_psnr": 30.0}, keep_better=False, min_gain=0.02)
+    assert beats_shipped(tmp_path / "absent.yaml", {"validation_psnr": 30.0}, keep_better=True, min_gain=0.02)
+
+
+def test_converge_within_wants_a_margin_on_the_iteration_budget():
+    cfg = OmegaConf.create({"monitor": {"max_iter": 2000}, "tune": {"converge_within": 0.8}})
+    assert converged_in_budget(SimpleNamespace(converged=True, iterations=1600), cfg)
+    assert not converged_in_budget(SimpleNamespace(converged=True, iterations=1980), cfg)
+    assert not converged_in_budget(SimpleNamespace(converged=False, iterations=500), cfg)
 
 
 def test_tuner_picks_the_best_validation_value_and_ships_it(tmp_path):
