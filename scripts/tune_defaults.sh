@@ -4,8 +4,8 @@
 # The whole search of each pair is kept in benchmarks/results/tuning/<problem>_<prior>/tune.json.
 #   bash scripts/tune_defaults.sh [problems] [priors]     e.g.  bash scripts/tune_defaults.sh "deblur ct" "tv crr"
 # Each search: 5 values on a log grid, then 5 around the best at half the log spacing (9 runs of PnP-PGD, 300
-# iterations; the ridge regularizers: the accelerated gradient and 2000 iterations their configs select; both
-# validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
+# iterations; the ridge regularizers: the accelerated gradient and the 2000 (crr) / 5000 (wcrr) iterations their
+# configs select; both validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
 # (not for dncnn and dncnn_conditional, which no theorem covers at any strength). The
 # convergent learned priors and TV (the baseline they are compared with; its config gives PnP-PGD 2000 iterations)
@@ -14,7 +14,9 @@
 # The blind firmly nonexpansive networks (fne_dncnn; euler at its default theta = 0.5) then get a second search, the
 # PnP-ADMM penalty gamma*L (any gamma > 0 is covered; a larger gamma weakens the prior), and it ships only where it
 # beats the theta search on the validation images (tune.keep_better=true). lpn (a prox, theta would break it) has
-# one knob: the PnP-PGD step within its bound gamma*L < 2 - kappa.
+# one knob: the PnP-PGD step within its bound gamma*L < 2 - kappa. wcrr on deblurring gets a search of its prior
+# weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
+# converge within 80 % of the budget (tune.converge_within=0.8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
@@ -44,6 +46,13 @@ for problem in $problems; do
           tune.low=0.3 tune.high=100 tune.points=6 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true \
           image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_admm" ;;
+    esac
+    case "$problem:$prior" in
+      deblur:wcrr)  # the prior weight tau of accelerated gradient beside sigma: sigma per tau, the best ships
+        python -m pnp.tune -m +problem="$problem" denoiser="$prior" scheme.weight=0.25,0.35,0.5 tune.low=0.003 \
+          tune.high=0.025 tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
+          tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
+          hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_weight" ;;
     esac
   done
 done
