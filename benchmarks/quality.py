@@ -9,7 +9,7 @@ Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². E
 ``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
 γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations (or
-the larger budget a prior's config sets: ``pnn`` 1000), tol
+the larger budget a prior's config sets: ``pnn`` 1000, ``wcrr`` 5000), tol
 1e-5 on c_k (the explicit ridge priors: the scheme their config selects, monotone accelerated gradient on the same
 objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per row: PSNR and SSIM (means over the images), the images
 whose c_k fell below tol (converged) and whose c_k never rose after iteration 20 (monotone), the mean iterations to tol,
@@ -149,12 +149,13 @@ def curves_file(path: Path) -> Path:
     return path.with_name(path.name + "_curves.json")
 
 
-def larger_budgets(max_iter: int) -> str:
-    """``tv 2000, pnn 1000``: the table's PnP priors whose config sets more than ``max_iter`` iterations."""
+def larger_budgets(max_iter: dict[str, int]) -> str:
+    """``tv 2000, pnn 1000, wcrr 5000``: the table's priors whose config sets more iterations than ``max_iter`` gives
+    their scheme (by class name)."""
     budgets = {}
     for prior in PRIORS:
         cfg = composed(f"denoiser={prior}")
-        if not cfg.scheme._target_.endswith("AGD") and cfg.monitor.max_iter > max_iter:
+        if cfg.monitor.max_iter > max_iter[cfg.scheme._target_.rsplit(".", 1)[-1]]:
             budgets[prior] = cfg.monitor.max_iter
     return ", ".join(f"{p} {b}" for p, b in budgets.items()) or "none"
 
@@ -178,7 +179,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown problem or prior: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    budgets = "ignored" if args.no_config_budget else larger_budgets(args.max_iter)  # composed once, not per problem
+    limits = {"PGD": args.max_iter, "ADMM": args.max_iter, "AGD": args.max_iter_agd}
+    budgets = "ignored" if args.no_config_budget else larger_budgets(limits)  # composed once, not per problem
     for name in problems:
         problem = build(name, args.size, args.count)
         tuned_as = "cs" if name == "cs_spc" else name
@@ -189,7 +191,7 @@ def main() -> None:
                 problem,
                 tuned_as,
                 prior,
-                {"PGD": args.max_iter, "ADMM": args.max_iter, "AGD": args.max_iter_agd},
+                limits,
                 not args.no_config_budget,
             )
             rows.append({"problem": name, **row})
