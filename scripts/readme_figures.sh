@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the README's figures in docs/figures/: the demo's reconstruction.png and convergence.png (the README's
 # demo command, `python -m pnp.solve +problem=deblur`) and the curves of a 2×2 sweep (two priors × two step sizes).
-#   bash scripts/readme_figures.sh        (about 3 minutes on 2 CPU cores; `python` is the one on PATH)
+#   bash scripts/readme_figures.sh        (about 7 minutes on 2 shared CPU cores; `python` is the one on PATH)
 # The runs themselves stay in outputs/readme_figures/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
