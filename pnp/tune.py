@@ -35,6 +35,7 @@ from pnp.cli import entry, log, user_errors
 from pnp.config import TUNED, build_denoiser, check_keys, denoiser_sigma, guarantee_of, scheme_name, tuned_path
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
+from pnp.monitor import History
 from pnp.problems import Problem
 from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
@@ -90,7 +91,7 @@ def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
     }
 
 
-def converged_in_budget(history: Any, cfg: DictConfig) -> bool:
+def converged_in_budget(history: History, cfg: DictConfig) -> bool:
     """Whether the run reached the monitor's tolerance within ``tune.converge_within`` × ``monitor.max_iter``
     iterations: a margin below 1 refuses a setting that only just converges on the validation images (on unseen
     images it may not)."""
