@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
 import torch
 from deepinv.models import Denoiser
 
+from pnp.cli import EXIT_USER_ERROR, check_composition, user_errors
+from pnp.config import apply_tuned, composed
+from pnp.errors import ConfigError
 from pnp.images import load_image
+from pnp.solve import solve
 
 
 class ShrinkDenoiser(Denoiser):
@@ -23,3 +33,31 @@ def small_image(size: int = 32, batch: int = 1, dtype: torch.dtype = torch.float
     """Gray camera crops; batch elements are different crops of the same picture."""
     names = ["camera", "moon", "coins", "brick"]
     return torch.cat([load_image(names[i % 4], size=size, dtype=dtype) for i in range(batch)])
+
+
+def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
+    """('ok' | 'user error' | 'bad: …', stderr): what ``python -m pnp.solve <overrides>`` would end with, in this
+    process (a subprocess costs seconds of imports): :func:`pnp.cli.entry`'s composition check, then what
+    ``pnp.solve.main`` does (tuned strengths, :func:`pnp.solve.solve`), under the same ``user_errors`` guard."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), user_errors():
+            problem = check_composition(overrides, "solve", ("problem",))
+            if problem:
+                raise ConfigError(problem)
+            cfg = composed(*overrides)
+            apply_tuned(cfg, overrides)
+            metrics = solve(cfg, run_dir)
+    except SystemExit as stop:
+        lines = err.getvalue().strip().splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        if stop.code == EXIT_USER_ERROR and len(errors) == 1:
+            return "user error", err.getvalue()
+        return f"bad: exit {stop.code} with {len(errors)} error lines", err.getvalue()
+    except Exception as exc:
+        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", err.getvalue()
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    finite = all(math.isfinite(on_disk[k]) for k in ("psnr", "ssim", "final_rel_residual"))
+    if not finite and (metrics["converged"] or not metrics["diverged"]):
+        return "bad: non-finite metrics in a run not reported diverged", ""
+    return "ok", ""

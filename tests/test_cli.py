@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_like_the_cli
 from skimage import io
+
+from pnp.cli import check_composition
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["image.size=32", "monitor.max_iter=6", "monitor.check_every=3", "device=cpu"]
@@ -183,36 +186,46 @@ def test_no_problem_lists_the_problems():
     assert_user_error(solve(), "choose a problem", "deblur", "ct", "cs")
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["+problem=deblur", "scheme=sgd"], ["scheme", "sgd"]),
-        (["+problem=deblur", "problem.bogus=1"], ["bogus"]),
-        (["+problem=deblur", "image.path=/nonexistent/x.png"], ["error: image file not found"]),
-        (["+problem=deblur", "problem.noise_sigma=-0.1"], ["error: noise_sigma must be a finite number >= 0"]),
-        (["+problem=deblur", "problem.noise_sigma=nan"], ["error: noise_sigma"]),
-        (["+problem=deblur", "problem.kernel=uniform", "problem.kernel_size=41"], ["error: image of 32×32 pixels"]),
-        (["+problem=cs", "problem.ratio=1.5"], ["error: ratio must be in (0, 1]"]),
-        (["+problem=cs", "problem.ratio=0"], ["error: ratio must be in (0, 1]"]),
-        (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step_factor=2.5 is above 1", "strict"]),
-        (
-            ["+problem=deblur", "scheme=pgd", "denoiser=tv", "scheme.step_factor=2.5", "strict=true"],
-            ["error: step size"],
-        ),
-        (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
-        (["+problem=deblur", "seed=abc"], ["error: seed must be an integer, got 'abc'"]),
-        (["+problem=deblur", "image.gray=maybe"], ["error: image.gray must be true or false"]),
-        (["+problem=deblur", "denoiser=euler", "denoiser.sigma=0.1"], ["error: denoiser euler is blind", "theta"]),
-        (["+problem=deblur", "denoiser=tv", "denoiser.sigma=-1"], ["error: denoiser.sigma must be", "> 0"]),
-        (["+problem=deblur", "denoiser=tv", "denoiser.sigma=nan"], ["error: denoiser.sigma must be"]),
-        (["+problem=deblur", "denoiser=euler", "denoiser.theta=1.5"], ["error: theta must be in (0, 1]"]),
-        (["+problem=deblur", "denoiser=euler", "denoiser.theta=1", "strict=true"], ["error: no convergence theorem"]),
-        (["+problem=deblur", "denoiser=dncnn", "strict=true"], ["error: no convergence theorem", "'none'"]),
-        (["+problem=deblur", "equivariant=null"], ["error: equivariant=null", "~equivariant"]),
-        (["+problem=cs", "fidelity=l1", "scheme=pgd", "denoiser=tv"], ["error: the data fidelity", "scheme=admm"]),
-    ],
-)
-def test_bad_input_is_one_clear_line(args, fragments):
+BAD_INPUT = [
+    (["+problem=deblur", "scheme=sgd"], ["scheme", "sgd"]),
+    (["+problem=deblur", "problem.bogus=1"], ["bogus"]),
+    (["+problem=deblur", "image.path=/nonexistent/x.png"], ["error: image file not found"]),
+    (["+problem=deblur", "problem.noise_sigma=-0.1"], ["error: noise_sigma must be a finite number >= 0"]),
+    (["+problem=deblur", "problem.noise_sigma=nan"], ["error: noise_sigma"]),
+    (["+problem=deblur", "problem.kernel=uniform", "problem.kernel_size=41"], ["error: image of 32×32 pixels"]),
+    (["+problem=cs", "problem.ratio=1.5"], ["error: ratio must be in (0, 1]"]),
+    (["+problem=cs", "problem.ratio=0"], ["error: ratio must be in (0, 1]"]),
+    (["+problem=deblur", "scheme.step_factor=2.5", "strict=true"], ["error: step_factor=2.5 is above 1", "strict"]),
+    (
+        ["+problem=deblur", "scheme=pgd", "denoiser=tv", "scheme.step_factor=2.5", "strict=true"],
+        ["error: step size"],
+    ),
+    (["+problem=deblur", "dtype=float16"], ["error: dtype"]),
+    (["+problem=deblur", "seed=abc"], ["error: seed must be an integer, got 'abc'"]),
+    (["+problem=deblur", "image.gray=maybe"], ["error: image.gray must be true or false"]),
+    (["+problem=deblur", "denoiser=euler", "denoiser.sigma=0.1"], ["error: denoiser euler is blind", "theta"]),
+    (["+problem=deblur", "denoiser=tv", "denoiser.sigma=-1"], ["error: denoiser.sigma must be", "> 0"]),
+    (["+problem=deblur", "denoiser=tv", "denoiser.sigma=nan"], ["error: denoiser.sigma must be"]),
+    (["+problem=deblur", "denoiser=euler", "denoiser.theta=1.5"], ["error: theta must be in (0, 1]"]),
+    (["+problem=deblur", "denoiser=euler", "denoiser.theta=1", "strict=true"], ["error: no convergence theorem"]),
+    (["+problem=deblur", "denoiser=dncnn", "strict=true"], ["error: no convergence theorem", "'none'"]),
+    (["+problem=deblur", "equivariant=null"], ["error: equivariant=null", "~equivariant"]),
+    (["+problem=cs", "fidelity=l1", "scheme=pgd", "denoiser=tv"], ["error: the data fidelity", "scheme=admm"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), BAD_INPUT)
+def test_bad_input_is_one_clear_line(args, fragments, tmp_path):
+    outcome, stderr = run_like_the_cli([*args, *FAST], tmp_path / "run")
+    assert outcome == "user error", (outcome, stderr)
+    for fragment in fragments:
+        assert fragment in stderr, stderr
+
+
+@pytest.mark.parametrize(("args", "fragments"), [BAD_INPUT[i] for i in (0, 2, 8)])
+def test_bad_input_is_one_clear_line_at_the_command_line(args, fragments):
+    """A few of the cases above as real ``python -m pnp.solve`` processes: a composition mistake, a bad file, a
+    refusal of strict mode (the rest run in-process, as the command line would, to spare seconds of imports each)."""
     assert_user_error(solve(*args, *FAST), *fragments)
 
 
@@ -287,21 +300,31 @@ def test_a_sweep_with_a_diverged_run_fails_unless_told_not_to(fail, tmp_path):
     assert len(list(tmp_path.glob("*/metrics.json"))) == 2
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["+problem=deblurr"], ["problem has no option `deblurr`", "did you mean `deblur`?", "deblur_motion"]),
-        (["+problem=deblur", "denoiser=eulr"], ["did you mean `euler`?", "options: bm3d"]),
-        (["+problem=deblur", "image.sise=64"], ["unknown key `image.sise`", "did you mean `image.size`?"]),
-        (["+problem=deblur", "denoisr=tv"], ["unknown key `denoisr`", "did you mean `denoiser`?"]),
-        (["+problem=deblur", "recipe=euler_cpu"], ["pnp.solve has no config group `recipe`", "its groups:"]),
-        (["+problem=deblur", "+recipe=euler_cpu"], ["pnp.solve has no config group `recipe`"]),
-        (["problem=deblur"], ["add it with a `+`: +problem=deblur"]),
-        (["-m", "+problem=deblur", "denoiser=tv,eulr"], ["denoiser=eulr", "did you mean `euler`?"]),
-        (["+problem=deblur", "monitor.max_iter=[1"], ["cannot parse the overrides"]),
-    ],
-)
-def test_config_mistakes_are_one_line_with_the_closest_choice(args, fragments, tmp_path):
+CONFIG_MISTAKES = [
+    (["+problem=deblurr"], ["problem has no option `deblurr`", "did you mean `deblur`?", "deblur_motion"]),
+    (["+problem=deblur", "denoiser=eulr"], ["did you mean `euler`?", "options: bm3d"]),
+    (["+problem=deblur", "image.sise=64"], ["unknown key `image.sise`", "did you mean `image.size`?"]),
+    (["+problem=deblur", "denoisr=tv"], ["unknown key `denoisr`", "did you mean `denoiser`?"]),
+    (["+problem=deblur", "recipe=euler_cpu"], ["pnp.solve has no config group `recipe`", "its groups:"]),
+    (["+problem=deblur", "+recipe=euler_cpu"], ["pnp.solve has no config group `recipe`"]),
+    (["problem=deblur"], ["add it with a `+`: +problem=deblur"]),
+    (["-m", "+problem=deblur", "denoiser=tv,eulr"], ["denoiser=eulr", "did you mean `euler`?"]),
+    (["+problem=deblur", "monitor.max_iter=[1"], ["cannot parse the overrides"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), CONFIG_MISTAKES)
+def test_config_mistakes_are_one_line_with_the_closest_choice(args, fragments):
+    message = check_composition([*args, *FAST], "solve", ("problem",))
+    assert message is not None and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(("args", "fragments"), [CONFIG_MISTAKES[i] for i in (0, 7)])
+def test_config_mistakes_at_the_command_line_stop_before_any_output(args, fragments, tmp_path):
+    """As real processes: the one ``error:`` line is all the command prints, exit status 2, and no run (or sweep)
+    folder is created."""
     run_dir = tmp_path / "run"
     proc = solve(*args, *FAST, run_dir=run_dir)
     assert proc.returncode == 2, proc.stderr

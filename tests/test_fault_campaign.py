@@ -9,18 +9,10 @@ offending configurations listed.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import math
 import random
-from pathlib import Path
 
 import pytest
-
-from pnp.cli import EXIT_USER_ERROR, user_errors
-from pnp.config import apply_tuned, composed
-from pnp.solve import solve
+from conftest import run_like_the_cli
 
 N_CONFIGS = 50
 AXES = {
@@ -57,29 +49,6 @@ def draw(rng: random.Random) -> list[str]:
     fault = rng.choice(FAULTS)
     # a fault may override a FAST setting: it comes last, so it wins
     return [*FAST, *overrides, *([fault] if fault else [])]
-
-
-def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
-    """('ok' | 'user error' | 'bad: …', stderr): what ``python -m pnp.solve`` would end with."""
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), user_errors():
-            cfg = composed(*overrides)
-            apply_tuned(cfg, overrides)
-            metrics = solve(cfg, run_dir)
-    except SystemExit as stop:
-        lines = err.getvalue().strip().splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        if stop.code == EXIT_USER_ERROR and len(errors) == 1:
-            return "user error", err.getvalue()
-        return f"bad: exit {stop.code} with {len(errors)} error lines", err.getvalue()
-    except Exception as exc:
-        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", err.getvalue()
-    on_disk = json.loads((run_dir / "metrics.json").read_text())
-    finite = all(math.isfinite(on_disk[k]) for k in ("psnr", "ssim", "final_rel_residual"))
-    if not finite and (metrics["converged"] or not metrics["diverged"]):
-        return "bad: non-finite metrics in a run not reported diverged", ""
-    return "ok", ""
 
 
 def test_fault_campaign(tmp_path, capsys):
