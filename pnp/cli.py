@@ -193,6 +193,14 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     return None
 
 
+def refuse_composition_mistakes(argv: list[str], config_name: str, added: tuple[str, ...] = ()) -> None:
+    """Raise a :class:`ConfigError` with the command line's first composition mistake (:func:`check_composition`),
+    the check :func:`entry` runs before Hydra's."""
+    problem = check_composition(argv, config_name, added)
+    if problem:
+        raise ConfigError(problem)
+
+
 def culprit(composer: Composer, overrides: list[str], err: HydraException) -> tuple[HydraException, str, list[str]]:
     """The first override whose addition makes the composition fail, its error and the overrides before it; ``err``
     is the error of composing all of them (the last one is the culprit when every shorter prefix composes)."""
@@ -243,9 +251,7 @@ def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = (
         print(help_text(Composer(config_name, added), doc[0] if doc else f"pnp.{config_name}"))
         return
     with user_errors():
-        problem = check_composition(sys.argv[1:], config_name, added)
-        if problem:
-            raise ConfigError(problem)
+        refuse_composition_mistakes(sys.argv[1:], config_name, added)
     main()
     if SWEEP_FAILURES:  # after the sweep: on stderr only (each run's own log has its warning)
         print(f"error: {sweep_report()}", file=sys.stderr)

@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 from deepinv.models import Denoiser
 
-from pnp.cli import EXIT_USER_ERROR, check_composition, user_errors
+from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
-from pnp.errors import ConfigError
 from pnp.images import load_image
 from pnp.solve import solve
 
@@ -42,9 +41,7 @@ def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), user_errors():
-            problem = check_composition(overrides, "solve", ("problem",))
-            if problem:
-                raise ConfigError(problem)
+            refuse_composition_mistakes(overrides, "solve", ("problem",))
             cfg = composed(*overrides)
             apply_tuned(cfg, overrides)
             metrics = solve(cfg, run_dir)
