@@ -214,10 +214,12 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
 
 
 def strength(cfg: DictConfig) -> str:
-    """σ and θ as a user set them: ``σ=0.02``, ``θ=0.3`` or both."""
+    """σ and θ as a user set them (``σ=0.02``, ``θ=0.3`` or both), and the shipped weights where they are not the
+    prior's own (``weights=wcrr_multiscale``)."""
     sigma, theta = cfg.denoiser.get("sigma"), cfg.denoiser.get("theta", 1.0)
+    weights = OmegaConf.select(cfg, "denoiser.model.name")
     parts = ([] if sigma is None else [f"σ={sigma:g}"]) + ([] if theta == 1 else [f"θ={theta:g}"])
-    return ",".join(parts)
+    return ",".join(parts + ([] if weights in (None, cfg.denoiser.name) else [f"weights={weights}"]))
 
 
 def step_label(scheme: DictConfig) -> str:
@@ -241,8 +243,9 @@ def scheme_name(scheme: DictConfig) -> str | None:
 
 def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), folder: Path = TUNED) -> Path | None:
     """Set the tuned setting of ``pnp/configs/tuned/<problem>_<denoiser>.yaml`` when that file exists: its
-    ``denoiser`` keys (σ, θ) and, unless the command line chose another scheme, its ``scheme`` (the group config
-    ``name`` with the tuned keys, e.g. the ADMM penalty). A key given on the command line wins. Returns the file."""
+    ``denoiser`` keys (σ, θ, and ``model.name`` where the problem was tuned with other shipped weights of the same
+    architecture) and, unless the command line chose another scheme, its ``scheme`` (the group config ``name`` with
+    the tuned keys, e.g. the ADMM penalty). A key given on the command line wins. Returns the file."""
     path = tuned_path(cfg, folder)
     if path is None or not path.is_file():
         return None
@@ -250,7 +253,10 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
     tuned = OmegaConf.load(path)
     with open_dict(cfg):
         for key, value in tuned.get("denoiser", {}).items():
-            if f"denoiser.{key}" not in given:
+            if key == "model":  # the weights: unless the command line names its own (a name or a path)
+                if not {"denoiser.model", "denoiser.model.name", "denoiser.model.path"} & given:
+                    cfg.denoiser.model.name = value.name
+            elif f"denoiser.{key}" not in given:
                 cfg.denoiser[key] = value
         scheme = tuned.get("scheme")
         if scheme is not None and ("scheme" not in given or scheme_name(cfg.scheme) == scheme.name):

@@ -92,7 +92,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
     ranks, device = parallel.join(resolve_device(cfg.device))
     seed_everything(cfg.seed + ranks.rank, device)  # rank 0 draws what a single process draws
-    name = HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
+    name = cfg.weights_name or (
+        HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
+    )
+    check(name.isidentifier(), f"weights_name must be a plain file name (letters, digits, _), got {name!r}")
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
         start = starting_weights(str(cfg.init_from))

@@ -139,7 +139,12 @@ def tuned_file(cfg: DictConfig) -> Path:
 def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     """What ``pnp.solve`` needs to repeat the best run: the denoiser's strength and the scheme with its step."""
     set_param(cfg, best["value"])
-    denoiser = {k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None}
+    denoiser: dict[str, Any] = {
+        k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None
+    }
+    weights = OmegaConf.select(cfg, "denoiser.model.name")
+    if weights is not None and weights != cfg.denoiser.name:  # other shipped weights of this prior were tuned
+        denoiser["model"] = {"name": weights}
     setting: dict[str, Any] = {"denoiser": denoiser}
     name = scheme_name(cfg.scheme)
     if name is not None:  # a scheme config of one's own (hydra.searchpath) is not in pnp's scheme/ group

@@ -16,7 +16,9 @@
 # beats the theta search on the validation images (tune.keep_better=true). lpn (a prox, theta would break it) has
 # one knob: the PnP-PGD step within its bound gamma*L < 2 - kappa. wcrr on deblurring gets a search of its prior
 # weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
-# converge within 80 % of the budget (tune.converge_within=0.8).
+# converge within 80 % of the budget (tune.converge_within=0.8). crr on CT gets the same stage (tau = 0.5, 0.25).
+# wcrr on the blur problems then tries its second weights, wcrr_multiscale, shipped (with the weights' name in the
+# tuned file) only where they beat the first on the validation images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
@@ -53,6 +55,22 @@ for problem in $problems; do
           tune.high=0.025 tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_weight" ;;
+    esac
+    case "$problem:$prior" in
+      deblur:wcrr | deblur_motion:wcrr)  # the second weights (wcrr_multiscale, scripts/train_cpu.sh) at the tau above
+        python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=wcrr_multiscale \
+          scheme.weight="$(case "$problem" in deblur) echo 0.25 ;; *) echo 1.0 ;; esac)" tune.low=0.004 tune.high=0.025 \
+          tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true \
+          tune.converge_within=0.8 image.size=128 device=cpu \
+          hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_multiscale" ;;
+      ct:crr)  # tau = 0.5 and 0.25 (sigma searched around where tau * R_sigma stays as strong), the best ships
+        for weight_range in "0.5 0.0024 0.006" "0.25 0.004 0.012"; do
+          read -r weight low high <<< "$weight_range"
+          python -m pnp.tune +problem="$problem" denoiser="$prior" scheme.weight="$weight" tune.low="$low" \
+            tune.high="$high" tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
+            tune.require_converged=true image.size=128 device=cpu \
+            hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_weight${weight}"
+        done ;;
     esac
   done
 done

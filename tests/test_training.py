@@ -283,15 +283,17 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
 
 def test_select_best_ships_the_weights_of_the_best_validation_step(tmp_path):
     """Early stopping on the validation images: ``select=best`` keeps the best validation PSNR's weights (and says
-    which step they are from); the default keeps the last step's."""
+    which step they are from); the default keeps the last step's. ``weights_name`` names the files (a second set of
+    weights of one prior)."""
     args = ["denoiser=crr", "steps=6", "select=best", *TINY_NET["crr"], *TINY_TRAIN, f"hydra.run.dir={tmp_path}"]
-    proc = run("pnp.train", *args, "optim.lr=0.3")  # too large a step: the validation PSNR peaks at step 2
-    manifest = json.loads((tmp_path / "crr.json").read_text())
+    proc = run("pnp.train", *args, "optim.lr=0.3", "weights_name=crr_best")  # lr too large: PSNR peaks at step 2
+    manifest = json.loads((tmp_path / "crr_best.json").read_text())
+    assert manifest["name"] == "crr_best" and manifest["file"] == "crr_best.pt"
     scores = {h["step"]: h["val_psnr"] for h in manifest["history"]}
     best_step = max(scores, key=scores.get)
     assert manifest["selected_step"] == best_step and manifest["val_psnr"] == scores[best_step], proc.stdout
     last = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
-    shipped = weights.load(tmp_path / "crr.pt").state_dict()
+    shipped = weights.load(tmp_path / "crr_best.pt").state_dict()
     assert best_step != 6 and not all(torch.equal(shipped[k], last[k]) for k in last)
 
 

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pnp.config import CONFIGS, apply_tuned, tuned_path
-from pnp.tune import beats_shipped, converged_in_budget, log_grid
+from pnp.config import CONFIGS, apply_tuned, label, tuned_path
+from pnp.tune import beats_shipped, converged_in_budget, log_grid, tuned_setting
+from pnp.weights import SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["image.size=32", "monitor.max_iter=15", "monitor.check_every=5", "device=cpu", "tune.points=3"]
@@ -158,6 +160,43 @@ def test_the_admm_penalty_is_tuned_and_selects_its_scheme(tmp_path):
         run_dir=tmp_path / "b",
     )
     assert proc.returncode == 2 and "scheme.stepsize" in proc.stderr
+
+
+def test_a_tuned_file_can_name_other_weights_of_its_prior(tmp_path):
+    """A problem tuned with other shipped weights (``denoiser.model.name``) keeps them in its tuned file, and
+    ``pnp.solve`` loads them by default there; weights named on the command line win."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        tuned = compose("tune", overrides=["+problem=deblur", "denoiser=wcrr", "denoiser.model.name=crr"])
+        plain = compose("tune", overrides=["+problem=deblur", "denoiser=wcrr"])
+        cfg, own = (
+            compose("solve", overrides=["+problem=deblur", "denoiser=wcrr", *extra])
+            for extra in ([], ["denoiser.model.name=wcrr"])
+        )
+    setting = tuned_setting(tuned, {"value": 0.01, "psnr": 30.0})
+    assert setting["denoiser"]["model"] == {"name": "crr"}
+    assert "model" not in tuned_setting(plain, {"value": 0.01, "psnr": 30.0})["denoiser"]  # its own weights
+    (tmp_path / "deblur_wcrr.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(setting)))
+    apply_tuned(cfg, (), tmp_path)
+    assert cfg.denoiser.model.name == "crr" and cfg.denoiser.model._target_ == "pnp.weights.pretrained"
+    assert cfg.denoiser.sigma == 0.01 and label(cfg).endswith("wcrr(σ=0.01,weights=crr)")
+    apply_tuned(own, ("denoiser.model.name=wcrr",), tmp_path)
+    assert own.denoiser.model.name == "wcrr"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "tuned").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_tuned_file_composes_with_its_problem_and_names_shipped_weights(path):
+    """``pnp/configs/tuned/<problem>_<denoiser>.yaml`` applies to a solve of that pair, every key it sets lands there,
+    and weights it names are shipped."""
+    problem = max((p.stem for p in (CONFIGS / "problem").glob("*.yaml") if path.stem.startswith(p.stem + "_")), key=len)
+    denoiser = path.stem.removeprefix(problem + "_")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("solve", overrides=[f"+problem={problem}", f"denoiser={denoiser}"])
+    assert apply_tuned(cfg) == path
+    tuned = OmegaConf.load(path)
+    for key, value in tuned.denoiser.items():
+        assert (cfg.denoiser.model.name == value.name) if key == "model" else cfg.denoiser[key] == value, key
+    weights = OmegaConf.select(cfg, "denoiser.model.name")
+    assert weights is None or (SHIPPED / f"{weights}.pt").is_file(), weights
 
 
 def test_the_prior_weight_of_accelerated_gradient_is_tuned_and_shipped(tmp_path):
