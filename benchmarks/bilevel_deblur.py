@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--inner", type=int, default=100)
-    parser.add_argument("--start-iters", type=int, default=600, help="first solve of every patch, from y")
+    parser.add_argument("--start-iters", type=int, default=600, help="first solve of every patch, from x0")
     parser.add_argument("--cg", type=int, default=20)
     parser.add_argument("--damp", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -125,13 +125,13 @@ def main() -> None:
     problem = instantiate(cfg.problem, x=clean, seed=3)
     physics, y = problem.physics, problem.y
     start = time.time()
-    x_star = torch.cat(
+    x_star = torch.cat(  # from the problem's start (the observation for deblurring, the FBP for CT)
         [
-            solve(model, physics, y[i : i + 16], y[i : i + 16], args.sigma, args.start_iters)
+            solve(model, physics, problem.x0[i : i + 16], y[i : i + 16], args.sigma, args.start_iters)
             for i in range(0, args.patches, 16)
         ]
     )
-    print(json.dumps({"step": 0, "train_psnr": psnr(x_star, clean), "observation_psnr": psnr(y, clean)}), flush=True)
+    print(json.dumps({"step": 0, "train_psnr": psnr(x_star, clean), "start_psnr": psnr(problem.x0, clean)}), flush=True)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(5)
