@@ -216,10 +216,15 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
 def strength(cfg: DictConfig) -> str:
     """σ and θ as a user set them (``σ=0.02``, ``θ=0.3`` or both), and the shipped weights where they are not the
     prior's own (``weights=wcrr_multiscale``)."""
-    sigma, theta = cfg.denoiser.get("sigma"), cfg.denoiser.get("theta", 1.0)
-    weights = OmegaConf.select(cfg, "denoiser.model.name")
+    sigma, theta, weights = cfg.denoiser.get("sigma"), cfg.denoiser.get("theta", 1.0), other_weights(cfg)
     parts = ([] if sigma is None else [f"σ={sigma:g}"]) + ([] if theta == 1 else [f"θ={theta:g}"])
-    return ",".join(parts + ([] if weights in (None, cfg.denoiser.name) else [f"weights={weights}"]))
+    return ",".join(parts + ([] if weights is None else [f"weights={weights}"]))
+
+
+def other_weights(cfg: DictConfig) -> str | None:
+    """The shipped weights the denoiser loads (``denoiser.model.name``) where they are not its own, else None."""
+    weights = OmegaConf.select(cfg, "denoiser.model.name")
+    return None if weights in (None, cfg.denoiser.name) else weights
 
 
 def step_label(scheme: DictConfig) -> str:

@@ -32,7 +32,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pnp.cli import entry, log, user_errors
-from pnp.config import TUNED, build_denoiser, check_keys, denoiser_sigma, guarantee_of, scheme_name, tuned_path
+from pnp.config import (
+    TUNED,
+    build_denoiser,
+    check_keys,
+    denoiser_sigma,
+    guarantee_of,
+    other_weights,
+    scheme_name,
+    tuned_path,
+)
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
 from pnp.monitor import History
@@ -142,8 +151,8 @@ def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     denoiser: dict[str, Any] = {
         k: float(f"{cfg.denoiser[k]:.6g}") for k in ("sigma", "theta") if cfg.denoiser.get(k) is not None
     }
-    weights = OmegaConf.select(cfg, "denoiser.model.name")
-    if weights is not None and weights != cfg.denoiser.name:  # other shipped weights of this prior were tuned
+    weights = other_weights(cfg)
+    if weights is not None:  # other shipped weights of this prior were tuned
         denoiser["model"] = {"name": weights}
     setting: dict[str, Any] = {"denoiser": denoiser}
     name = scheme_name(cfg.scheme)

@@ -19,7 +19,8 @@ python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 obj
   hydra.run.dir=outputs/train/fne_dncnn_cpu_stage2 ship=true "$@"
 python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 objective.power_iters=5 \
   objective.eps=0.2 objective.points=6 steps=700 hydra.run.dir=outputs/train/fne_dncnn_cpu_stage3 ship=true "$@"
-# wcrr, a second set of weights for the blur problems (their tuned files name it): the shipped wcrr fine-tuned on
+# wcrr, a second set of weights (deblurring's tuned file names it; scripts/tune_defaults.sh tries it on both blur
+# problems): the shipped wcrr fine-tuned on
 # patches of the training images at full, half and quarter size (textures at the scales a blur leaves), 1000 steps of
 # 64 patches at lr 5e-4, the last step kept (76 min on one core; denoising validation 35.78 dB, flat from step 250)
 python -m pnp.train denoiser=wcrr init_from=wcrr optim.lr=5e-4 data.batch=64 'data.scales=[1.0,0.5,0.25]' \

@@ -55,14 +55,6 @@ for problem in $problems; do
           tune.high=0.025 tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_weight" ;;
-    esac
-    case "$problem:$prior" in
-      deblur:wcrr | deblur_motion:wcrr)  # the second weights (wcrr_multiscale, scripts/train_cpu.sh) at the tau above
-        python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=wcrr_multiscale \
-          scheme.weight="$(case "$problem" in deblur) echo 0.25 ;; *) echo 1.0 ;; esac)" tune.low=0.004 tune.high=0.025 \
-          tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true \
-          tune.converge_within=0.8 image.size=128 device=cpu \
-          hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_multiscale" ;;
       ct:crr)  # tau = 0.5 and 0.25 (sigma searched around where tau * R_sigma stays as strong), the best ships
         for weight_range in "0.5 0.0024 0.006" "0.25 0.004 0.012"; do
           read -r weight low high <<< "$weight_range"
@@ -71,6 +63,14 @@ for problem in $problems; do
             tune.require_converged=true image.size=128 device=cpu \
             hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_weight${weight}"
         done ;;
+    esac
+    case "$problem:$prior" in
+      deblur:wcrr | deblur_motion:wcrr)  # the second weights (wcrr_multiscale, scripts/train_cpu.sh) at the tau above
+        python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=wcrr_multiscale \
+          scheme.weight="$(case "$problem" in deblur) echo 0.25 ;; *) echo 1.0 ;; esac)" tune.low=0.004 tune.high=0.025 \
+          tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true \
+          tune.converge_within=0.8 image.size=128 device=cpu \
+          hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_multiscale" ;;
     esac
   done
 done
