@@ -12,6 +12,9 @@ slopes projected back onto [0, 1]). Every ``--val-every`` steps the weights are 
 setting (the configured scheme on the validation images, coins and moon, 128²) at the fixed σ. JSON lines on stdout.
 
     python benchmarks/bilevel_deblur.py --lr 2e-4 --steps 600 > benchmarks/results/bilevel_deblur.log
+
+A checkpoint (weights, Adam, solutions, validation history) is written at every validation (``--resume``);
+``--init`` starts fresh from the weights of an earlier run; ``--ship NAME`` ships the last weights with a manifest.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import pnp.tune as tune
+from pnp import weights
 from pnp.data import PatchSampler, make_split, training_images
 from pnp.denoisers.ridge import RidgeRegularizer
 from pnp.tensors import batch_psnr
-from pnp.weights import pretrained
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pnp" / "configs"
 
@@ -83,6 +86,37 @@ def implicit_direction(model, physics, x_star, residual, sigma, damp, cg_steps):
     return grad_r, v.detach(), float(rs.sqrt() / residual.norm())
 
 
+def _first_solutions(model: RidgeRegularizer, problem, args) -> torch.Tensor:
+    """``--start-iters`` steps from the problem's x0 (the observation for deblurring, the FBP for CT), 16 a time."""
+    x0, y = problem.x0, problem.y
+    chunks = range(0, args.patches, 16)
+    iters = args.start_iters
+    return torch.cat([solve(model, problem.physics, x0[i : i + 16], y[i : i + 16], args.sigma, iters) for i in chunks])
+
+
+def ship(model: RidgeRegularizer, args: argparse.Namespace, history: list[dict], last: dict) -> None:
+    """The weights of the last step into ``pnp/weights/<--ship>.pt`` with a manifest like ``pnp.train``'s; its
+    ``val_psnr`` is the validation PSNR of the problem (not of denoising) at ``--sigma``."""
+    record = {
+        "name": args.ship,
+        "recipe": f"bilevel_{args.problem}",
+        "trainer": "bilevel (benchmarks/bilevel_deblur.py)",
+        "steps": args.steps,
+        "selected_step": args.steps,
+        "device": "cpu",
+        "processes": 1,
+        "torch": torch.__version__,
+        "val_psnr": last["val"],
+        "val_problem": args.problem,
+        "val_sigma": args.sigma,
+        "split": make_split().as_dict(),
+        "history": history,
+        "train_config": vars(args),
+    }
+    manifest = weights.save(model.eval(), weights.SHIPPED / f"{args.ship}.pt", record)
+    print(json.dumps({"shipped": manifest["file"], "sha256": manifest["sha256"], "val": last["val"]}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default="wcrr")
@@ -99,12 +133,17 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--out", default="outputs/bilevel_deblur", help="folder for the weights of each validation")
+    parser.add_argument("--init", help="a state dict (a step<N>.pt of an earlier run) to start the weights from")
+    parser.add_argument("--resume", help="a checkpoint<N>.pt of an earlier run: weights, Adam, solutions and step")
+    parser.add_argument("--ship", metavar="NAME", help="at the end, ship the weights as pnp/weights/NAME.pt + manifest")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = pretrained(args.prior)
+    model = weights.pretrained(args.prior)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
     overrides = [f"+problem={args.problem}", f"denoiser={args.prior}", "image.size=128", "device=cpu"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("tune", overrides=overrides)
@@ -125,17 +164,21 @@ def main() -> None:
     problem = instantiate(cfg.problem, x=clean, seed=3)
     physics, y = problem.physics, problem.y
     start = time.time()
-    x_star = torch.cat(  # from the problem's start (the observation for deblurring, the FBP for CT)
-        [
-            solve(model, physics, problem.x0[i : i + 16], y[i : i + 16], args.sigma, args.start_iters)
-            for i in range(0, args.patches, 16)
-        ]
-    )
-    print(json.dumps({"step": 0, "train_psnr": psnr(x_star, clean), "start_psnr": psnr(problem.x0, clean)}), flush=True)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(5)
-    for step in range(1, args.steps + 1):
+    first, history = 1, []
+    if args.resume:
+        state = torch.load(args.resume, map_location="cpu")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        order.set_state(state["order"])
+        x_star, first, history = state["x_star"], state["step"] + 1, state["history"]
+    else:
+        x_star = _first_solutions(model, problem, args)
+        row = {"step": 0, "train_psnr": psnr(x_star, clean), "start_psnr": psnr(problem.x0, clean)}
+        print(json.dumps(row), flush=True)
+    for step in range(first, args.steps + 1):
         idx = torch.randperm(args.patches, generator=order)[: args.batch]
         xs = solve(model, physics, x_star[idx], y[idx], args.sigma, args.inner)
         x_star[idx] = xs
@@ -148,8 +191,13 @@ def main() -> None:
             row = {"step": step, "train_psnr_batch": psnr(xs, clean[idx]), "cg_res": cg_residual}
             print(json.dumps({**row, "t": round(time.time() - start)}), flush=True)
         if step % args.val_every == 0:
-            print(json.dumps({"step": step, **validate()}), flush=True)
+            history.append({"step": step, "time_s": time.time() - start, **validate()})
+            print(json.dumps(history[-1]), flush=True)
             torch.save(model.state_dict(), out / f"step{step}.pt")
+            checkpoint = {"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state()}
+            torch.save({**checkpoint, "x_star": x_star, "step": step, "history": history}, out / f"checkpoint{step}.pt")
+    if args.ship:
+        ship(model, args, history, validate() if not history or history[-1]["step"] != args.steps else history[-1])
 
 
 if __name__ == "__main__":

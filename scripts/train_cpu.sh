@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the nine shipped priors with their CPU recipes and ship them into pnp/weights/ (about 3.2 h on 2 cores),
-# then a second set of wcrr weights (76 min on one core).
+# then a second set of wcrr weights (76 min on one core) and a third, for CT (82 min on one core).
 # fne_dncnn starts from the shipped dncnn, so dncnn comes first; lpn and fne_dncnn add stages from their own weights.
 # Extra arguments (e.g. device=cpu) go to every run. The full-size recipes are one run each on a GPU:
 #   python -m pnp.train denoiser=<name> recipe=<name>_gpu device=cuda ship=true   (then lpn's second stage: recipe=lpn_convex_gpu)
@@ -25,3 +25,9 @@ python -m pnp.train denoiser=fne_dncnn init_from=fne_dncnn objective.lam=0.5 obj
 # 64 patches at lr 5e-4, the last step kept (76 min on one core; denoising validation 35.78 dB, flat from step 250)
 python -m pnp.train denoiser=wcrr init_from=wcrr optim.lr=5e-4 data.batch=64 'data.scales=[1.0,0.5,0.25]' \
   steps=1000 select=last weights_name=wcrr_multiscale hydra.run.dir=outputs/train/wcrr_multiscale ship=true "$@"
+# wcrr, a third set of weights for CT (CT's tuned file names it): task-aware (bilevel) fine-tuning of the shipped wcrr
+# on CT itself at sigma 0.0055, 200 steps at lr 2e-4, then 100 at 5e-4 from those weights, shipped after the step
+# with the best CT validation (benchmarks/results/bilevel_ct*.log; 47 + 35 min on one core)
+python benchmarks/bilevel_deblur.py --problem ct --sigma 0.0055 --steps 200 --out outputs/bilevel_ct
+python benchmarks/bilevel_deblur.py --problem ct --sigma 0.0055 --lr 5e-4 --steps 100 --init outputs/bilevel_ct/step200.pt \
+  --out outputs/bilevel_ct_lr5e-4 --ship wcrr_ct

@@ -17,8 +17,8 @@
 # one knob: the PnP-PGD step within its bound gamma*L < 2 - kappa. wcrr on deblurring gets a search of its prior
 # weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
 # converge within 80 % of the budget (tune.converge_within=0.8). crr on CT gets the same stage (tau = 0.5, 0.25).
-# wcrr on the blur problems then tries its second weights, wcrr_multiscale, shipped (with the weights' name in the
-# tuned file) only where they beat the first on the validation images.
+# wcrr on the blur problems then tries its second weights, wcrr_multiscale, and on CT its weights fine-tuned on CT,
+# wcrr_ct, each shipped (with the weights' name in the tuned file) only where they beat the first on validation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
@@ -71,6 +71,11 @@ for problem in $problems; do
           tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true \
           tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_multiscale" ;;
+      ct:wcrr)  # the weights fine-tuned on CT itself (wcrr_ct, scripts/train_cpu.sh) around the sigma they trained at
+        python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=wcrr_ct tune.low=0.0045 \
+          tune.high=0.0067 tune.points=3 tune.rounds=1 tune.ship=true tune.keep_better=true strict=true \
+          tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
+          hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_ct" ;;
     esac
   done
 done
