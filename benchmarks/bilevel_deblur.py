@@ -193,11 +193,13 @@ def main() -> None:
         if step % args.val_every == 0:
             history.append({"step": step, "time_s": time.time() - start, **validate()})
             print(json.dumps(history[-1]), flush=True)
-            torch.save(model.state_dict(), out / f"step{step}.pt")
+            weights.save_atomic(model.state_dict(), out / f"step{step}.pt")
             checkpoint = {"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state()}
-            torch.save({**checkpoint, "x_star": x_star, "step": step, "history": history}, out / f"checkpoint{step}.pt")
+            state = {**checkpoint, "x_star": x_star, "step": step, "history": history}
+            weights.save_atomic(state, out / f"checkpoint{step}.pt")
     if args.ship:
-        ship(model, args, history, validate() if not history or history[-1]["step"] != args.steps else history[-1])
+        validated = bool(history) and history[-1]["step"] == args.steps  # the last step's score is already there
+        ship(model, args, history, history[-1] if validated else validate())
 
 
 if __name__ == "__main__":
