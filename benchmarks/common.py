@@ -31,10 +31,14 @@ def bm3d_available() -> bool:
     return True
 
 
-def denoiser(name: str, sigma: float | None = None, device: str = "cpu", theta: float | None = None):
-    """(denoiser, strength) from ``pnp/configs/denoiser/<name>.yaml``; ``sigma`` and ``theta`` override the config's."""
+def denoiser(
+    name: str, sigma: float | None = None, device: str = "cpu", theta: float | None = None, weights: str | None = None
+):
+    """(denoiser, strength) from ``pnp/configs/denoiser/<name>.yaml``; ``sigma`` and ``theta`` override the config's,
+    ``weights`` its shipped weights (``denoiser.model.name``, e.g. ``wcrr_ct`` for ``wcrr``)."""
     overrides = () if sigma is None else (f"denoiser.sigma={sigma}",)
     overrides += () if theta is None else (f"denoiser.theta={theta}",)
+    overrides += () if weights is None else (f"denoiser.model.name={weights}",)
     return compose_denoiser(name, torch.device(device), overrides)
 
 

@@ -3,7 +3,8 @@
     python benchmarks/denoising.py [--size 256] [--quick]
 
 The learned blind networks run as trained (θ = 1, one network for all σ); the noise-conditional ones (ridge
-regularizers, pnn, euler_conditional, dncnn_conditional) are told σ, also at θ = 1. The classical ones get the
+regularizers, pnn, euler_conditional, dncnn_conditional) are told σ, also at θ = 1, and so are wcrr's other shipped
+weights (wcrr_multiscale, wcrr_ct: rows ``wcrr/<weights>``). The classical ones get the
 strength that maximises their mean PSNR over a grid of multiples of σ (an oracle choice, stated in the table).
 Writes benchmarks/results/denoising.{md,csv}.
 """
@@ -29,6 +30,7 @@ from common import (
 from pnp.tensors import batch_psnr
 
 NOISE = (15 / 255, 25 / 255)
+OTHER_WEIGHTS = {"wcrr": ("wcrr_multiscale", "wcrr_ct")}  # further shipped weights of a conditional prior
 MULTIPLIERS = {"tv": (0.25, 0.5, 1.0, 2.0), "wavelet": (1.0, 1.5, 2.0, 3.0), "bm3d": (1.0,)}
 
 
@@ -60,10 +62,11 @@ def main() -> None:
     size, count = (64, 2) if args.quick else (args.size, None)
     clean, names = held_out_images(size, count)
     noisy = noisy_versions(clean)
-    names_to_run = [*LEARNED, *CONDITIONAL] + [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
+    variants = [(name, w) for name in CONDITIONAL for w in (None, *OTHER_WEIGHTS.get(name, ()))]
+    classical = [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
     rows = []
-    for name in names_to_run:
-        row: dict = {"denoiser": name}
+    for name, weights in [*((n, None) for n in LEARNED), *variants, *((c, None) for c in classical)]:
+        row: dict = {"denoiser": name if weights is None else f"{name}/{weights}"}
         for s in NOISE:
             label = f"σ={round(s * 255)}/255"
             if name in LEARNED:  # the network itself (θ = 1), not the θ-relaxed default of its solve config
@@ -71,7 +74,7 @@ def main() -> None:
                 value, seconds = psnr_of(den, strength, noisy[s], clean)
                 choice = "blind"
             elif name in CONDITIONAL:  # told the true noise level, nothing tuned (θ = 1: the network itself)
-                den, _ = denoiser(name, theta=1.0)
+                den, _ = denoiser(name, theta=1.0, weights=weights)
                 value, seconds = psnr_of(den, s, noisy[s], clean)
                 choice = "σ"
             else:

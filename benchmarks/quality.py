@@ -9,7 +9,7 @@ Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². E
 ``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
 γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations (or
-the larger budget a prior's config sets: ``pnn`` 1000, ``wcrr`` 5000), tol
+the larger budget a prior's config sets: ``tv`` and ``pnn`` 2000, ``wcrr`` 5000), tol
 1e-5 on c_k (the explicit ridge priors: the scheme their config selects, monotone accelerated gradient on the same
 objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per row: PSNR and SSIM (means over the images), the images
 whose c_k fell below tol (converged) and whose c_k never rose after iteration 20 (monotone), the mean iterations to tol,
@@ -150,7 +150,7 @@ def curves_file(path: Path) -> Path:
 
 
 def larger_budgets(max_iter: dict[str, int]) -> str:
-    """``tv 2000, pnn 1000, wcrr 5000``: the table's priors whose config sets more iterations than ``max_iter`` gives
+    """``tv 2000, pnn 2000, wcrr 5000``: the table's priors whose config sets more iterations than ``max_iter`` gives
     their scheme (by class name)."""
     budgets = {}
     for prior in PRIORS:

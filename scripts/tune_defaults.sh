@@ -71,6 +71,10 @@ for problem in $problems; do
           tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true \
           tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_multiscale" ;;
+      ct:pnn)  # below the coarse grid: CT's best sigma sits at its low end (0.002), the lower ones need TV's budget
+        python -m pnp.tune +problem="$problem" denoiser="$prior" tune.low=0.0007 tune.high=0.0035 tune.points=5 \
+          tune.rounds=2 tune.ship=true tune.keep_better=true strict=true tune.require_converged=true image.size=128 \
+          device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_budget" ;;
       ct:wcrr)  # the weights fine-tuned on CT itself (wcrr_ct, scripts/train_cpu.sh) around the sigma they trained at
         python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=wcrr_ct tune.low=0.0045 \
           tune.high=0.0067 tune.points=3 tune.rounds=1 tune.ship=true tune.keep_better=true strict=true \
