@@ -62,10 +62,11 @@ def main() -> None:
     size, count = (64, 2) if args.quick else (args.size, None)
     clean, names = held_out_images(size, count)
     noisy = noisy_versions(clean)
-    variants = [(name, w) for name in CONDITIONAL for w in (None, *OTHER_WEIGHTS.get(name, ()))]
-    classical = [c for c in CLASSICAL if c != "bm3d" or bm3d_available()]
+    conditional = [(name, w) for name in CONDITIONAL for w in (None, *OTHER_WEIGHTS.get(name, ()))]
+    classical = [(name, None) for name in CLASSICAL if name != "bm3d" or bm3d_available()]
+    runs = [(name, None) for name in LEARNED] + conditional + classical  # (denoiser, its weights where not its own)
     rows = []
-    for name, weights in [*((n, None) for n in LEARNED), *variants, *((c, None) for c in classical)]:
+    for name, weights in runs:
         row: dict = {"denoiser": name if weights is None else f"{name}/{weights}"}
         for s in NOISE:
             label = f"σ={round(s * 255)}/255"
