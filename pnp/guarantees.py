@@ -9,9 +9,15 @@ A denoiser config declares its class (``guarantee.kind``):
 * ``nonexpansive``: Lip(D) ≤ 1 (the Euler network, by construction).
 * ``none``: no property (DnCNN, BM3D).
 
-Wrappers: D_θ = θD + (1 − θ)Id keeps prox_convex and firmly nonexpansive (θ ≤ 1) and makes an α-averaged D
-θα-averaged (a nonexpansive D θ-averaged); the Reynolds average over a group of isometries keeps every class but
-the weakly convex one; the random equivariant draw makes the iteration stochastic, which no theorem here covers.
+Wrappers: D_θ = θD + (1 − θ)Id keeps firmly nonexpansive (θ ≤ 1) and makes an α-averaged D θα-averaged (a
+nonexpansive D θ-averaged). It keeps a prox exact: θ prox_g + (1 − θ)Id = prox_{θ M_{1−θ}g}, M_μ g(x) =
+min_v g(v) + ‖x − v‖²/(2μ) the Moreau envelope (prox_g = ∇φ with φ convex and 1/(1 − κ)-smooth, so D_θ = ∇(θφ +
+(1 − θ)‖·‖²/2) is the prox of the function whose weak-convexity modulus is θκ/(1 − (1 − θ)κ) ≤ κ; Gribonval &
+Nikolova 2020): prox_convex stays prox_convex, a κ-weakly convex prox becomes a less weakly convex one, bounded below
+where g is (same infimum). The Reynolds average (1/|G|) Σ T_g⁻¹ D T_g over a group of isometries keeps every class:
+a convex combination of maps of the class, and for a prox ∇ of the average of the convex, 1/(1 − κ)-smooth φ∘T_g, so
+again the prox of a κ-weakly convex function, bounded below where g is; the random equivariant draw makes the
+iteration stochastic, which no theorem here covers.
 
 PnP-PGD x⁺ = (1 − ν)x + ν D(x − γ∇f(x)), f convex and L-smooth:
 * D α-averaged (prox_convex, FNE: α = ½): I − γ∇f is γL/2-averaged for γL < 2 (Baillon–Haddad), the composition is
@@ -68,18 +74,20 @@ def relaxed(g: Guarantee, theta: float) -> Guarantee:
     check(0 < theta <= 1, f"theta must be in (0, 1], got {theta}")
     if theta == 1 or g.kind in ("prox_convex", "firmly_nonexpansive", "none"):
         return g
-    if g.kind == "prox_weakly_convex":  # θ prox_g + (1 − θ)Id: Lipschitz but no longer a known prox
-        return Guarantee("none", basis=f"theta={theta:g} on a weakly convex prox")
+    if g.kind == "prox_weakly_convex":  # θ prox_g + (1 − θ)Id = prox of θ M_{1−θ}g (module docstring)
+        kappa = theta * g.kappa / (1 - (1 - theta) * g.kappa)
+        basis = f"{g.basis}; theta={theta:g}: the prox of theta times a Moreau envelope"
+        return Guarantee("prox_weakly_convex", kappa=kappa, basis=basis)
     alpha = theta * g.averagedness
     return Guarantee("averaged", alpha=alpha, basis=f"theta={theta:g} on {g.kind}")
 
 
 def equivariant(g: Guarantee, mode: str) -> Guarantee:
-    """The class of the equivariant wrapper: the group average keeps convex combinations' classes; random draws
+    """The class of the equivariant wrapper: the group average keeps every class (module docstring); random draws
     make the iteration stochastic."""
     if mode == "random":
         return Guarantee("none", basis="random group element per iteration (stochastic iteration)")
-    return Guarantee("none", basis="group average of a weakly convex prox") if g.kind == "prox_weakly_convex" else g
+    return g
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@
 # iteration budget is not a converged reconstruction (wcrr on CT below sigma ~ 0.009).
 # The blind firmly nonexpansive networks (fne_dncnn; euler at its default theta = 0.5) then get a second search, the
 # PnP-ADMM penalty gamma*L (any gamma > 0 is covered; a larger gamma weakens the prior), and it ships only where it
-# beats the theta search on the validation images (tune.keep_better=true). lpn (a prox, theta would break it) has
-# one knob: the PnP-PGD step within its bound gamma*L < 2 - kappa. wcrr on deblurring gets a search of its prior
+# beats the theta search on the validation images (tune.keep_better=true). lpn gets the theta search too: theta
+# prox_g + (1 - theta)Id is still an exact prox, of theta times a Moreau envelope of g, less weakly convex
+# (pnp/guarantees.py), so PnP-PGD at gamma*L = 1 stays covered. wcrr on deblurring gets a search of its prior
 # weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
 # converge within 80 % of the budget (tune.converge_within=0.8). crr on CT gets the same stage (tau = 0.5, 0.25).
 # wcrr on the blur problems then tries its second weights, wcrr_multiscale, and on CT its weights fine-tuned on CT,
@@ -31,7 +32,6 @@ range() {  # the coarse search range of each prior's parameter
     pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per channel
     euler_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma, at theta = 0.5 (averaged: PGD covered)
     dncnn_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma
-    lpn) echo "tune.param=scheme.step_factor tune.low=0.2 tune.high=1.9" ;;
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
   esac
 }

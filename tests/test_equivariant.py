@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import small_image
 
-from pnp.denoisers import EquivariantDenoiser
+from pnp.denoisers import LPN, EquivariantDenoiser, Relaxed
 from pnp.denoisers.equivariant import group_elements, inverse_transform, transform
 from pnp.errors import ConfigError
 
@@ -107,3 +107,23 @@ def test_noise_maps_are_transformed_with_the_image(mode, shape):
             elements = [wrapper.elements[int(index)]]
         manual = sum(inverse_transform(drunet(transform(x, g), transform(sigma, g)), g) for g in elements)
     torch.testing.assert_close(out, manual / len(elements), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("theta", [1.0, 0.3])
+def test_the_average_of_a_prox_is_a_prox_no_weaker_than_it(theta):
+    """D = ∇ψ (LPN, ψ convex; relaxed by θ it is ∇ of θψ + (1 − θ)‖·‖²/2): the group average is ∇ of the average of
+    ψ∘T_g, so its Jacobian is symmetric positive semi-definite with its largest eigenvalue at most the largest of D's
+    at the transformed points, i.e. again the prox of a function at most as weakly convex (pnp.guarantees)."""
+    model = LPN(width=6, depth=3, alpha=0.01).double().eval()
+    denoiser = Relaxed(model, theta) if theta < 1 else model
+    average = EquivariantDenoiser(denoiser, mode="average")
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+
+    def jacobian(d, v):
+        return torch.autograd.functional.jacobian(lambda u: d(u, None), v).reshape(16, 16)
+
+    jac = jacobian(average, x)
+    torch.testing.assert_close(jac, jac.T, rtol=1e-10, atol=1e-12)
+    eigenvalues = torch.linalg.eigvalsh(jac)
+    largest = max(torch.linalg.eigvalsh(jacobian(denoiser, transform(x, g))).max() for g in average.elements)
+    assert eigenvalues.min() >= 0 and eigenvalues.max() <= largest + 1e-10

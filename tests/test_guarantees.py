@@ -31,9 +31,12 @@ def test_relaxation_changes_the_class_as_the_theory_says():
     g = relaxed(NONEXPANSIVE, 0.3)
     assert g.kind == "averaged" and g.alpha == pytest.approx(0.3)
     assert relaxed(Guarantee("averaged", alpha=0.5), 0.5).alpha == pytest.approx(0.25)
-    assert relaxed(Guarantee("prox_weakly_convex", kappa=0.5), 0.5).kind == "none"
+    g = relaxed(Guarantee("prox_weakly_convex", kappa=0.5), 0.5)
+    assert g.kind == "prox_weakly_convex" and g.kappa == pytest.approx(1 / 3)  # θκ/(1 − (1 − θ)κ)
     assert relaxed(NONEXPANSIVE, 1.0) == NONEXPANSIVE
     assert equivariant(FNE, "average") == FNE and equivariant(FNE, "random").kind == "none"
+    weakly_convex = Guarantee("prox_weakly_convex", kappa=0.3)
+    assert equivariant(weakly_convex, "average") == weakly_convex
 
 
 def test_composition_of_averaged_operators():
@@ -86,6 +89,38 @@ def test_relaxed_denoiser_keeps_firm_nonexpansiveness():
         assert (lhs >= (dx - dy).flatten(1).pow(2).sum(1) - 1e-12).all()
     with pytest.raises(ConfigError, match="theta"):
         Relaxed(Soft(0.0), 0.0)
+
+
+@pytest.mark.parametrize("theta", [0.2, 0.5, 0.8])
+def test_relaxed_prox_of_a_weakly_convex_function_is_the_prox_of_a_scaled_moreau_envelope(theta):
+    """g(t) = |t| − κt²/2 (κ-weakly convex), prox_g(x) = soft(x, 1)/(1 − κ): θ prox_g + (1 − θ)Id equals the prox of
+    g_θ = θ M_{1−θ}g, computed by brute force on a grid, and g_θ is θκ/(1 − (1 − θ)κ)-weakly convex, not less."""
+    kappa = 0.6
+    t = torch.linspace(-6, 6, 6001, dtype=torch.float64)
+    g = t.abs() - kappa * t**2 / 2
+    envelope = (g[None, :] + (t[:, None] - t[None, :]) ** 2 / (2 * (1 - theta))).min(1).values
+    g_theta = theta * envelope
+    x = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    prox_brute = t[((t[None, :] - x[:, None]) ** 2 / 2 + g_theta[None, :]).argmin(1)]
+    relaxed_prox = theta * torch.sign(x) * (x.abs() - 1).clamp_min(0) / (1 - kappa) + (1 - theta) * x
+    assert torch.allclose(prox_brute, relaxed_prox, atol=3e-3)
+    s, h = 50, 50 * (t[1] - t[0])  # a wide stencil: the grid minimum's O(h²) error would swamp a narrow one
+    curvature = (g_theta[2 * s :] - 2 * g_theta[s:-s] + g_theta[: -2 * s]) / h**2
+    modulus = relaxed(Guarantee("prox_weakly_convex", kappa=kappa), theta).kappa
+    inner = slice(1000, -1000)  # away from the grid's ends, where the envelope's minimiser is clipped
+    assert curvature[inner].min() == pytest.approx(-modulus, rel=1e-2)
+
+
+def test_relaxation_keeps_the_bounded_below_check_of_the_prior():
+    """θ M_{1−θ}g is bounded below exactly where g is: the relaxed denoiser answers with the prior's own check."""
+
+    class Bounded(ShrinkDenoiser):
+        def bounded_below(self, sigma):
+            return sigma > 0.1
+
+    relaxed_prior = Relaxed(Bounded(0.1), 0.5)
+    assert relaxed_prior.bounded_below(0.2) and not relaxed_prior.bounded_below(0.05)
+    assert not hasattr(Relaxed(ShrinkDenoiser(0.1), 0.5), "bounded_below")
 
 
 def test_strict_refuses_what_no_theorem_covers_and_results_carry_the_verdict():

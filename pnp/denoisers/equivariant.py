@@ -5,9 +5,10 @@
 ``mode=random``: one g drawn per call (so one per PnP iteration) from a seeded generator.
 σ may be a float, one value per image [B] or a noise-level map [B, 1, H, W], which is transformed with the image.
 ``mode=average``: the deterministic Reynolds average (1/|G|) Σ_g T_g⁻¹ D(T_g x), whose Lipschitz constant is at
-most D's. G is the 8 rotations by multiples of 90° and flips (``rotations_flips``), optionally times circular
-shifts by (dy, dx) ∈ {−s, …, s}² (``max_shift`` = s). Being a ``deepinv.models.Denoiser``, the wrapper works in
-every scheme of ``pnp`` and in deepinv's own algorithms.
+most D's; the average of a prox of a κ-weakly convex g is again one (∇ of the averaged convex φ∘T_g, prox_g = ∇φ),
+whose prior is bounded below where g is (:func:`pnp.guarantees.equivariant`). G is the 8 rotations by multiples of
+90° and flips (``rotations_flips``), optionally times circular shifts by (dy, dx) ∈ {−s, …, s}² (``max_shift`` = s).
+Being a ``deepinv.models.Denoiser``, the wrapper works in every scheme of ``pnp`` and in deepinv's own algorithms.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class EquivariantDenoiser(Denoiser):
         self._calls: dict[bool, list[list[Element]]] = {}  # average mode: the calls, for square / oblong images
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)  # CPU draws: no device synchronisation
+        bounded_below = getattr(denoiser, "bounded_below", None)
+        if mode == "average" and bounded_below is not None:  # the averaged prior has g's lower bound
+            self.bounded_below = bounded_below
 
     def reset(self) -> None:
         """Restart the stream of group draws (:func:`pnp.denoisers.state.reset_state` resets the wrapped denoiser)."""
