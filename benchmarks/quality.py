@@ -48,6 +48,7 @@ PRIORS = (
     "crr",
     "wcrr",
     "pnn",
+    "gs_dncnn",
     "euler",
     "euler_conditional",
     "fne_dncnn",

@@ -6,7 +6,8 @@ the global constants), the same ratios along a random secant of std ``secant`` (
 the asymmetry ‖J − Jᵀ‖ on random probes and the smallest eigenvalue of the symmetric part of
 J (an LPN's Jacobian is a Hessian: symmetric, positive semi-definite), plus the architecture's layer-wise upper
 bound where it has one. The denoiser config's ``expect`` block says what must hold (``lip_D``, ``lip_2D_minus_I``,
-``symmetric``); the run writes ``certificate.json``, prints a table and exits with status 1 when a check fails.
+``symmetric``: J = Jᵀ, ``monotone``: J + Jᵀ ⪰ 0); the run writes ``certificate.json``, prints a table and exits
+with status 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def expectations(cfg: DictConfig, summary: dict) -> list[dict[str, Any]]:
                 "passed": summary["asymmetry"]["max"] <= cfg.slack,
             }
         )
+    if expect.get("monotone"):
         checks.append(
             {
                 "check": f"min eigenvalue >= -{cfg.slack}",

@@ -7,6 +7,8 @@ A denoiser config declares its class (``guarantee.kind``):
 * ``firmly_nonexpansive``: D = (Id + Q)/2 with Q nonexpansive (FNE DnCNN: measured, not proven, see ``pnp.certify``).
 * ``averaged`` (``alpha`` in (0, 1)): D = (1 − α)Id + αN with N nonexpansive (an averaged Euler network: α = ½).
 * ``nonexpansive``: Lip(D) ≤ 1 (the Euler network, by construction).
+* ``gradient_step``: D = Id − ∇g with g explicit, bounded below and C¹ with a locally Lipschitz gradient (the
+  gradient-step DnCNN, g = ½‖R‖²): not a prox or nonexpansive map, but F = f + τg is a smooth objective.
 * ``none``: no property (DnCNN, BM3D).
 
 Wrappers: D_θ = θD + (1 − θ)Id keeps firmly nonexpansive (θ ≤ 1) and makes an α-averaged D θα-averaged (a
@@ -14,9 +16,10 @@ nonexpansive D θ-averaged). It keeps a prox exact: θ prox_g + (1 − θ)Id = p
 min_v g(v) + ‖x − v‖²/(2μ) the Moreau envelope (prox_g = ∇φ with φ convex and 1/(1 − κ)-smooth, so D_θ = ∇(θφ +
 (1 − θ)‖·‖²/2) is the prox of the function whose weak-convexity modulus is θκ/(1 − (1 − θ)κ) ≤ κ; Gribonval &
 Nikolova 2020): prox_convex stays prox_convex, a κ-weakly convex prox becomes a less weakly convex one, bounded below
-where g is (same infimum). The Reynolds average (1/|G|) Σ T_g⁻¹ D T_g over a group of isometries keeps every class:
-a convex combination of maps of the class, and for a prox ∇ of the average of the convex, 1/(1 − κ)-smooth φ∘T_g, so
-again the prox of a κ-weakly convex function, bounded below where g is; the random equivariant draw makes the
+where g is (same infimum); a gradient step Id − ∇g becomes Id − ∇(θg). The Reynolds average (1/|G|) Σ T_g⁻¹ D T_g
+over a group of isometries keeps every class: a convex combination of maps of the class, for a prox ∇ of the average
+of the convex, 1/(1 − κ)-smooth φ∘T_g, so again the prox of a κ-weakly convex function, bounded below where g is, and
+for a gradient step Id − ∇ of the average of g∘T_g; the random equivariant draw makes the
 iteration stochastic, which no theorem here covers.
 
 PnP-PGD x⁺ = (1 − ν)x + ν D(x − γ∇f(x)), f convex and L-smooth:
@@ -24,6 +27,7 @@ PnP-PGD x⁺ = (1 − ν)x + ν D(x − γ∇f(x)), f convex and L-smooth:
   averaged with α_T = (α₁ + α₂ − 2α₁α₂)/(1 − α₁α₂) (Combettes & Yamada 2015, Prop. 2.4), and the relaxed iteration
   converges for ν < 1/α_T (Krasnosel'skii–Mann; Combettes 2004), when a fixed point exists.
 * D nonexpansive: the composition is nonexpansive; Krasnosel'skii–Mann needs ν < 1.
+* D = Id − ∇g (gradient_step): no theorem; its potential goes to accelerated gradient instead (scheme agd).
 * D = prox of a κ-weakly convex g (ν = 1): the objective F = f + g/γ decreases by ((2 − κ)/(2γ) − L/2)‖x⁺ − x‖² per
   step, so γL < 2 − κ; with the Kurdyka–Łojasiewicz property of the semi-algebraic F and bounded iterates, the
   iterates converge to a critical point (Attouch, Bolte & Svaiter 2013, Thm 2.9).
@@ -38,8 +42,17 @@ from dataclasses import asdict, dataclass
 
 from pnp.errors import check
 
-KINDS = ("prox_convex", "prox_weakly_convex", "firmly_nonexpansive", "averaged", "nonexpansive", "none")
+KINDS = (
+    "prox_convex",
+    "prox_weakly_convex",
+    "firmly_nonexpansive",
+    "averaged",
+    "nonexpansive",
+    "gradient_step",
+    "none",
+)
 EXPLICIT = ("prox_convex", "prox_weakly_convex")  # D is the prox of a known function: an objective exists
+POTENTIALS = (*EXPLICIT, "gradient_step")  # the prior's function is known: accelerated gradient on F applies
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ def relaxed(g: Guarantee, theta: float) -> Guarantee:
     check(0 < theta <= 1, f"theta must be in (0, 1], got {theta}")
     if theta == 1 or g.kind in ("prox_convex", "firmly_nonexpansive", "none"):
         return g
+    if g.kind == "gradient_step":  # θD + (1 − θ)Id = Id − ∇(θg)
+        return Guarantee("gradient_step", basis=f"{g.basis}; theta={theta:g}: a gradient step on theta g")
     if g.kind == "prox_weakly_convex":  # θ prox_g + (1 − θ)Id = prox of θ M_{1−θ}g (module docstring)
         kappa = theta * g.kappa / (1 - (1 - theta) * g.kappa)
         basis = f"{g.basis}; theta={theta:g}: the prox of theta times a Moreau envelope"
@@ -112,9 +127,9 @@ class Verdict:
 
 
 def bounded_objective(v: Verdict, bounded: bool) -> Verdict:
-    """The nonconvex theorems (weakly convex priors) need F = f + R_σ/γ bounded below: a verdict that covered the
-    run no longer does when the prior's R_σ is not (its iterates can run off to where F → −∞)."""
-    if bounded or not v.covered or v.denoiser.kind != "prox_weakly_convex":
+    """The nonconvex theorems (weakly convex priors, gradient steps) need F = f + R_σ/γ bounded below: a verdict that
+    covered the run no longer does when the prior's R_σ is not (its iterates can run off to where F → −∞)."""
+    if bounded or not v.covered or v.denoiser.kind not in ("prox_weakly_convex", "gradient_step"):
         return v
     return Verdict(False, "", f"{v.conditions}, but R_sigma is not bounded below at this sigma (F -> -inf)", v.denoiser)
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from deepinv.models import Denoiser
 
-from pnp.denoisers import LPN, PNN, DnCNN, EulerNet, RidgeRegularizer
+from pnp.denoisers import LPN, PNN, DnCNN, EulerNet, GradientStepDnCNN, RidgeRegularizer
 from pnp.errors import ConfigError, check
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
@@ -53,7 +53,9 @@ def class_path(cls: type) -> str:
 
 #: the architectures a manifest may name (those pnp.train ships), by class path: a manifest's ``target`` is looked up
 #: here, never imported, so a manifest cannot make :func:`load` import or call anything else
-ARCHITECTURES: dict[str, type[Denoiser]] = {class_path(c): c for c in (DnCNN, EulerNet, LPN, PNN, RidgeRegularizer)}
+ARCHITECTURES: dict[str, type[Denoiser]] = {
+    class_path(c): c for c in (DnCNN, EulerNet, GradientStepDnCNN, LPN, PNN, RidgeRegularizer)
+}
 
 
 def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,8 @@
 # The whole search of each pair is kept in benchmarks/results/tuning/<problem>_<prior>/tune.json.
 #   bash scripts/tune_defaults.sh [problems] [priors]     e.g.  bash scripts/tune_defaults.sh "deblur ct" "tv crr"
 # Each search: 5 values on a log grid, then 5 around the best at half the log spacing (9 runs of PnP-PGD, 300
-# iterations; the ridge regularizers: the accelerated gradient and the 2000 (crr) / 5000 (wcrr) iterations their
-# configs select; both validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
+# iterations; gs_dncnn: one round of 5, each run up to 2000 network gradients; the explicit priors: the accelerated gradient and the 2000 (crr, gs_dncnn) / 5000 (wcrr) iterations
+# their configs select; both validation images as one batch of 128² centre crops: a CPU budget choice, see README). With
 # strict=true a value that no convergence theorem covers (e.g. theta = 1 for the merely nonexpansive euler) scores -inf
 # (not for dncnn and dncnn_conditional, which no theorem covers at any strength). The
 # convergent learned priors and TV (the baseline they are compared with; its config gives PnP-PGD 2000 iterations)
@@ -19,11 +19,12 @@
 # weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
 # converge within 80 % of the budget (tune.converge_within=0.8). crr on CT gets the same stage (tau = 0.5, 0.25).
 # wcrr on the blur problems then tries its second weights, wcrr_multiscale, and on CT its weights fine-tuned on CT,
-# wcrr_ct, each shipped (with the weights' name in the tuned file) only where they beat the first on validation.
+# wcrr_ct, and euler_conditional its width-64 weights, euler_conditional_w64, each shipped (with the weights' name in
+# the tuned file) only where they beat the first on validation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}
-priors=${2:-"tv wavelet crr wcrr pnn euler euler_conditional fne_dncnn lpn dncnn dncnn_conditional"}
+priors=${2:-"tv wavelet crr wcrr pnn gs_dncnn euler euler_conditional fne_dncnn lpn dncnn dncnn_conditional"}
 range() {  # the coarse search range of each prior's parameter
   case "$1" in
     tv) echo "tune.low=0.0005 tune.high=0.05" ;;
@@ -32,15 +33,22 @@ range() {  # the coarse search range of each prior's parameter
     pnn) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma: lambda(sigma) per channel
     euler_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma, at theta = 0.5 (averaged: PGD covered)
     dncnn_conditional) echo "tune.low=0.002 tune.high=0.1" ;;  # its sigma
+    gs_dncnn) echo "tune.low=0.007 tune.high=0.028" ;;  # its sigma (AGD with backtracking on f + g_sigma/gamma, in the box)
     *) echo "tune.param=denoiser.theta tune.low=0.05 tune.high=1.0" ;;
+  esac
+}
+grid() {  # 5 values, then 5 around the best; gs_dncnn (a network gradient per iteration, up to 2000): 5 values
+  case "$1" in
+    gs_dncnn) echo "tune.points=5 tune.rounds=1" ;;
+    *) echo "tune.points=5 tune.rounds=2" ;;
   esac
 }
 for problem in $problems; do
   for prior in $priors; do
     # shellcheck disable=SC2046
-    python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") tune.points=5 tune.rounds=2 \
+    python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") $(grid "$prior") \
       tune.ship=true strict="$(case "$prior" in dncnn | dncnn_conditional) echo false ;; *) echo true ;; esac)" \
-      tune.require_converged="$(case "$prior" in tv | crr | wcrr | pnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
+      tune.require_converged="$(case "$prior" in tv | crr | wcrr | pnn | gs_dncnn | euler | euler_conditional | fne_dncnn | lpn) echo true ;; *) echo false ;; esac)" \
       image.size=128 device=cpu hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}"
     case "$prior" in
       euler | fne_dncnn)
@@ -80,6 +88,12 @@ for problem in $problems; do
           tune.high=0.0067 tune.points=3 tune.rounds=1 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_ct" ;;
+      deblur:euler_conditional | deblur_motion:euler_conditional | ct:euler_conditional)
+        # the second weights (width 64, euler_conditional_w64, scripts/train_cpu.sh) around the first's sigma
+        python -m pnp.tune +problem="$problem" denoiser="$prior" denoiser.model.name=euler_conditional_w64 \
+          tune.low=0.007 tune.high=0.02 tune.points=4 tune.rounds=1 tune.ship=true tune.keep_better=true strict=true \
+          tune.require_converged=true image.size=128 device=cpu \
+          hydra.run.dir="benchmarks/results/tuning/${problem}_${prior}_w64" ;;
     esac
   done
 done

@@ -15,7 +15,27 @@ from deepinv.models import Denoiser
 from torch import nn
 
 from pnp.denoisers.channels import channelwise, log_noise_levels
+from pnp.errors import check
 from pnp.lipschitz import conv_spectral_norm
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
+
+
+def body(in_channels: int, out_channels: int, depth: int, width: int, activation: str = "relu") -> nn.Sequential:
+    """DnCNN's ``depth`` 3×3 convolutions of ``width`` channels with an activation between each two."""
+    check(activation in ACTIVATIONS, f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    act = ACTIVATIONS[activation]
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), act()]
+    for _ in range(depth - 2):
+        layers += [nn.Conv2d(width, width, 3, padding=1), act()]
+    layers.append(nn.Conv2d(width, out_channels, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+def with_noise_map(x: torch.Tensor, sigma: float | torch.Tensor | None, who: str) -> torch.Tensor:
+    """[x, log(σ/σ_ref)] on the channel axis: the constant noise-level map of FFDNet / DRUNet."""
+    s = log_noise_levels(sigma, x, who).view(-1, 1, 1, 1)
+    return torch.cat([x, s.expand(-1, 1, *x.shape[-2:])], dim=1)
 
 
 class DnCNN(Denoiser):
@@ -23,11 +43,7 @@ class DnCNN(Denoiser):
 
     def __init__(self, channels: int = 1, depth: int = 17, width: int = 64, conditional: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels + int(conditional), width, 3, padding=1), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-        layers.append(nn.Conv2d(width, channels, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.net = body(channels + int(conditional), channels, depth, width)
         self.channels, self.conditional = channels, conditional
         self.config = {"channels": channels, "depth": depth, "width": width}
         if conditional:  # recorded only when set, so manifests of blind networks keep loading
@@ -37,8 +53,7 @@ class DnCNN(Denoiser):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if not self.conditional:
             return x - self.net(x)
-        s = log_noise_levels(sigma, x, "the conditional DnCNN").view(-1, 1, 1, 1)
-        return x - self.net(torch.cat([x, s.expand(-1, 1, *x.shape[-2:])], dim=1))
+        return x - self.net(with_noise_map(x, sigma, "the conditional DnCNN"))
 
     def layer_bound(self) -> dict[str, float]:
         """Upper bounds from the product P of the convolutions' spectral norms (ReLU is 1-Lipschitz):

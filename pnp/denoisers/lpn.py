@@ -21,7 +21,7 @@ from deepinv.models import Denoiser
 from torch import nn
 
 from pnp.denoisers.channels import channelwise, log_noise_levels
-from pnp.denoisers.state import needs_graph
+from pnp.denoisers.state import input_gradient
 
 EMBED = 32  # hidden width of the σ embedding
 
@@ -98,13 +98,7 @@ class LPN(Denoiser):
         """∇ψ_θ(y); works inside ``torch.inference_mode`` (the gradient is taken outside it). With gradients enabled
         (in train or eval mode) the output is differentiable in ``y`` and the weights (double back-propagation);
         under ``no_grad``/``inference_mode`` it is a plain tensor."""
-        create_graph = needs_graph(self, y) and not torch.is_inference_mode_enabled()
-        with torch.inference_mode(False), torch.enable_grad():
-            y_ = y.clone() if y.is_inference() else y
-            if not y_.requires_grad:
-                y_ = y_.detach().requires_grad_(True)
-            grad = torch.autograd.grad(self.psi(y_, sigma).sum(), y_, create_graph=create_graph)[0]
-        return grad if create_graph else grad.detach()
+        return input_gradient(self, lambda u: self.psi(u, sigma), y)
 
     def prior(
         self, x: torch.Tensor, sigma: float | torch.Tensor | None = None, max_iter: int = 200, tol: float = 1e-6

@@ -14,6 +14,19 @@ Candès (Found. Comput. Math. 2015), which restores linear convergence where F i
 the oscillating tail of plain momentum. It only changes y, so the monotonicity and the convergence results above
 hold unchanged.
 
+``box=(lo, hi)`` adds the constraint x ∈ [lo, hi]ⁿ (F + ι_box): every step above becomes a projected (proximal)
+gradient step, z_{k+1} = P(y_k − α∇F(y_k)) and v_{k+1} = P(x_k − α∇F(x_k)), and x_0 is projected; Li & Lin's
+results are for exactly this composite F (smooth + a convex function with a cheap prox). The gradient-step prior needs
+it: its learned g_σ is trained on images in [0, 1] only, and unconstrained iterates drift out of that range where
+g_σ is lower than at natural images.
+
+A prior with no known bound on Lip(∇R_σ) (``grad_lipschitz`` returns None: the gradient-step DnCNN) gets a
+backtracking line search instead: α starts at step_factor / (L + τ) (Lip(∇g) = Lip(Id − D) ≈ 1 for a denoiser
+D = Id − ∇g) and halves, per batch element, until the gradient step from x_k decreases F by δ/α ‖v_{k+1} − x_k‖²
+(Armijo; at most ``MAX_HALVINGS`` times per iteration); it never grows back. Where ∇F is L_F-Lipschitz on the
+sublevel set, the descent lemma gives the decrease once α ≤ 2(1 − δ)/L_F, so the search stops with α > (1 − δ)/L_F:
+the step stays bounded below and the results below hold as for a known bound.
+
 F(x_k) never increases (where neither step decreases F in floating point, x_k is kept and c_k = 0 ends the run).
 Convex F (CRR-NN): F(x_k) − F* = O(1/k²); nonconvex F (WCRR-NN): every accumulation point is a critical point (Li &
 Lin 2015, Thm 1), for α < 1/Lip(∇F). This is the accelerated gradient the ridge-regularizer
@@ -33,7 +46,7 @@ import torch
 from deepinv.optim import DataFidelity
 
 from pnp.errors import ConfigError, check_positive
-from pnp.guarantees import EXPLICIT, Guarantee, Verdict
+from pnp.guarantees import POTENTIALS, Guarantee, Verdict
 from pnp.schemes.base import Context, Scheme, Values, gradient_lipschitz
 from pnp.tensors import per_element
 
@@ -50,12 +63,25 @@ class State:
     t_prev: torch.Tensor  # momentum sequence per batch element, [B]
     t: torch.Tensor
     alpha: torch.Tensor  # step, [B, 1, ..., 1]
+    backtrack: bool  # no bound on Lip(∇R_σ): α by line search
+
+
+MAX_HALVINGS = 40  # backtracking: α may fall by 2⁻⁴⁰ in one iteration before x_k counts as stationary
+INITIAL_GRAD_LIPSCHITZ = 1.0  # backtracking's first guess of Lip(∇g) for D = Id − ∇g, a denoiser
 
 
 def agd_verdict(g: Guarantee, step_factor: float) -> Verdict:
-    """Monotone APG on F = f + τR_σ with α = step_factor / Lip(∇F) (bound)."""
-    if g.kind not in EXPLICIT:
-        return Verdict(False, "", f"needs an explicit prior (prox_convex or prox_weakly_convex), got {g.kind!r}", g)
+    """Monotone APG on F = f + τR_σ with α = step_factor / Lip(∇F) (bound), or by backtracking (gradient steps)."""
+    if g.kind not in POTENTIALS:
+        return Verdict(False, "", f"needs an explicit prior (one of {POTENTIALS}), got {g.kind!r}", g)
+    if g.kind == "gradient_step":
+        return Verdict(
+            True,
+            "monotone accelerated gradient with backtracking (Li-Lin 2015, Alg. 1; nonconvex F: accumulation points "
+            "are critical)",
+            "alpha by Armijo backtracking on the gradient steps, F = f + g_sigma/gamma smooth and bounded below",
+            g,
+        )
     ok = step_factor <= 1
     convex = g.kind == "prox_convex"
     theorem = "monotone accelerated gradient (Li-Lin 2015, Alg. 1" + (
@@ -74,12 +100,20 @@ class AGD(Scheme):
         step_factor: float = 1.0,
         decrease: float = 1e-4,
         restart: bool = True,
+        box: tuple[float, float] | None = None,
         strict: bool = False,
     ) -> None:
         super().__init__(step_factor=step_factor, strict=strict)
         self.weight = None if weight is None else check_positive("weight", weight)
         self.decrease = check_positive("decrease", decrease)
         self.restart = restart
+        if box is not None and not (len(box) == 2 and float(box[0]) < float(box[1])):
+            raise ConfigError(f"scheme.box must be [lo, hi] with lo < hi, got {box}")
+        self.box = None if box is None else (float(box[0]), float(box[1]))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """P onto [lo, hi]ⁿ (the identity without a box)."""
+        return x if self.box is None else x.clamp(*self.box)
 
     def resolve_stepsize(self, fidelity: DataFidelity, norm: float, y: torch.Tensor) -> tuple[float, float | None]:
         """γ = 1/τ: the prior weight, as PnP-PGD's step (its F is f + R_σ/γ)."""
@@ -119,11 +153,14 @@ class AGD(Scheme):
                 f"scheme=agd needs an explicit prior with a gradient and a cost (denoiser=crr or wcrr, theta=1), "
                 f"got {type(prior).__name__}"
             )
-        lip = ctx.lipschitz + prior.grad_lipschitz(ctx.sigma, x0) / ctx.gamma
+        x0 = self.project(x0)
+        bound = prior.grad_lipschitz(ctx.sigma, x0)
+        prior_lip = x0.new_full((x0.shape[0],), INITIAL_GRAD_LIPSCHITZ) if bound is None else bound
+        lip = ctx.lipschitz + prior_lip / ctx.gamma
         alpha = per_element(self.step_factor / lip, x0)
         ax = ctx.physics.A(x0)
         ones = x0.new_ones(x0.shape[0])
-        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], ones, ones, alpha)
+        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], ones, ones, alpha, bound is None)
 
     def iterate(self, state: State) -> torch.Tensor:
         return state.x
@@ -133,16 +170,15 @@ class AGD(Scheme):
         a, b = s.t_prev / s.t, (s.t_prev - 1) / s.t  # [B]; A x may not be image-shaped (CS, CT)
         y = s.x + per_element(a, s.x) * (s.z - s.x) + per_element(b, s.x) * (s.x - s.x_prev)
         ay = s.ax + per_element(a, s.ax) * (s.az - s.ax) + per_element(b, s.ax) * (s.ax - s.ax_prev)
-        z = y - s.alpha * self.gradient(ctx, y, ay)
+        z = self.project(y - s.alpha * self.gradient(ctx, y, ay))
         az = ctx.physics.A(z)
         fz, big_fz = self.objective(ctx, z, az)
         step = (z - y).flatten(1).pow(2).sum(1)
         accept = big_fz <= s.objective - self.decrease / s.alpha.flatten() * step
         x, ax, fx, big_fx, t, x_prev, ax_prev = z, az, fz, big_fz, s.t, s.x, s.ax
+        alpha = s.alpha
         if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill, and a restart
-            v = s.x - s.alpha * self.gradient(ctx, s.x, s.ax)
-            av = ctx.physics.A(v)
-            fv, big_fv = self.objective(ctx, v, av)
+            v, av, fv, big_fv, alpha = self.gradient_step(ctx, s, ~accept)
             keep = accept | (big_fz <= big_fv)
             x, ax, fx, big_fx = (
                 torch.where(per_element(keep, u), u, w) for u, w in ((z, v), (az, av), (fz, fv), (big_fz, big_fv))
@@ -156,4 +192,23 @@ class AGD(Scheme):
                 z, az = torch.where(r, x, z), torch.where(ra, ax, az)
                 x_prev, ax_prev = torch.where(r, x, s.x), torch.where(ra, ax, s.ax)
                 t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
-        return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, s.alpha), Values(fx, big_fx)
+        return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, alpha, s.backtrack), Values(fx, big_fx)
+
+    def gradient_step(self, ctx: Context, s: State, rejected: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(v, A v, f(v), F(v), α) for v = P(x_k − α∇F(x_k)); with backtracking α halves where a ``rejected`` element's
+        v does not decrease F by δ/α ‖v − x_k‖² (one flag read on the host per halving)."""
+        grad = self.gradient(ctx, s.x, s.ax)
+        a_grad = ctx.physics.A(grad) if self.box is None else None
+        alpha = s.alpha
+        for _ in range(MAX_HALVINGS):
+            v = self.project(s.x - alpha * grad)
+            av = s.ax - per_element(alpha.flatten(), s.ax) * a_grad if self.box is None else ctx.physics.A(v)
+            fv, big_fv = self.objective(ctx, v, av)
+            if not s.backtrack:
+                break
+            sufficient = big_fv <= s.objective - self.decrease / alpha.flatten() * (v - s.x).flatten(1).pow(2).sum(1)
+            short = rejected & ~sufficient
+            if not bool(short.any()):
+                break
+            alpha = torch.where(per_element(short, alpha), 0.5 * alpha, alpha)
+        return v, av, fv, big_fv, alpha
