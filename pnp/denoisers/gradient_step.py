@@ -35,9 +35,12 @@ class GradientStepDnCNN(Denoiser):
         """R(x, σ), the network's noise estimate."""
         return self.net(with_noise_map(x, sigma, "the gradient-step DnCNN"))
 
-    def potential(self, x: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
-        """g_σ(x) = ½‖R(x, σ)‖² per batch element, [B]."""
-        return 0.5 * self.residual(x, sigma).pow(2).flatten(1).sum(1)
+    def potential(
+        self, x: torch.Tensor, sigma: float | torch.Tensor | None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """g_σ(x) = ½‖R(x, σ)‖² per batch element, [B] (summed in ``dtype``, default R's)."""
+        r = self.residual(x, sigma)
+        return 0.5 * (r if dtype is None else r.to(dtype)).pow(2).flatten(1).sum(1)
 
     @channelwise
     def grad(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -50,8 +53,7 @@ class GradientStepDnCNN(Denoiser):
         compare values of F whose differences near convergence are below float32's resolution)."""
         batch = x.shape[0]
         gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
-        r = self.residual(gray, sigma)
-        return 0.5 * r.double().pow(2).flatten(1).sum(1).view(batch, -1).sum(1)
+        return self.potential(gray, sigma, torch.float64).view(batch, -1).sum(1)
 
     def grad_lipschitz(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> None:
         """No bound on Lip(∇g_σ) is known (an unconstrained network): ``scheme=agd`` finds its step by backtracking."""
