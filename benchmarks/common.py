@@ -18,7 +18,7 @@ from pnp.problems import Problem
 from pnp.schemes import Result, Scheme
 
 LEARNED = ("dncnn", "fne_dncnn", "euler", "lpn")  # blind networks
-CONDITIONAL = ("crr", "wcrr", "pnn", "euler_conditional", "dncnn_conditional")  # learned priors that take σ
+CONDITIONAL = ("crr", "wcrr", "pnn", "gs_dncnn", "euler_conditional", "dncnn_conditional")  # learned priors that take σ
 CLASSICAL = ("tv", "wavelet", "bm3d")
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -30,7 +30,10 @@ from common import (
 from pnp.tensors import batch_psnr
 
 NOISE = (15 / 255, 25 / 255)
-OTHER_WEIGHTS = {"wcrr": ("wcrr_multiscale", "wcrr_ct")}  # further shipped weights of a conditional prior
+OTHER_WEIGHTS = {  # further shipped weights of a conditional prior
+    "wcrr": ("wcrr_multiscale", "wcrr_ct"),
+    "euler_conditional": ("euler_conditional_w64",),
+}
 MULTIPLIERS = {"tv": (0.25, 0.5, 1.0, 2.0), "wavelet": (1.0, 1.5, 2.0, 3.0), "bm3d": (1.0,)}
 
 

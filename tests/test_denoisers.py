@@ -9,7 +9,7 @@ import pytest
 import torch
 from deepinv.optim.data_fidelity import L2
 
-from pnp.denoisers import LPN, DnCNN, EulerNet
+from pnp.denoisers import LPN, PNN, DnCNN, EulerNet, GradientStepDnCNN, RidgeRegularizer
 from pnp.denoisers.euler import EulerLayer
 from pnp.errors import ConfigError
 from pnp.lipschitz import conv_norm_bound, conv_spectral_norm, jacobian_spectral_norm
@@ -304,6 +304,24 @@ def test_gray_network_denoises_colour_images_channel_by_channel(name):
         out = model(x, None)
         per_channel = torch.cat([model(x[:, c : c + 1], None) for c in range(3)], dim=1)
     torch.testing.assert_close(out, per_channel)
+
+
+EXPLICIT = {  # gray priors with an explicit cost, tiny and random
+    "crr": lambda: RidgeRegularizer(conv_channels=(4, 8), kernel_size=3, knots=11),
+    "pnn": lambda: PNN(features=6, kernel_size=3, shared=True, tol=1e-6),
+    "gs_dncnn": lambda: GradientStepDnCNN(depth=3, width=8),
+}
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_the_cost_of_a_colour_image_is_the_sum_over_its_channels(name):
+    model = EXPLICIT[name]().double().eval()
+    x, sigma = torch.rand(2, 3, 12, 12, dtype=torch.float64), torch.tensor([0.02, 0.1], dtype=torch.float64)
+    with torch.no_grad():
+        cost = model.cost(x, sigma)
+        per_channel = sum(model.cost(x[:, c : c + 1], sigma) for c in range(3))
+    assert cost.shape == (2,) and cost.dtype == torch.float64
+    torch.testing.assert_close(cost, per_channel)
 
 
 @pytest.mark.parametrize(

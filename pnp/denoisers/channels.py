@@ -25,6 +25,19 @@ def channelwise(forward: Callable) -> Callable:
     return wrapper
 
 
+def channelwise_cost(cost: Callable) -> Callable:
+    """Decorate ``cost(self, x, sigma)`` ([N] values per gray image) of a network with ``self.channels == 1`` to
+    accept [B, C, H, W]: the value of a colour image is the sum over its channels, [B]."""
+
+    @functools.wraps(cost)
+    def wrapper(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        if self.channels == 1 and x.shape[1] > 1:
+            return cost(self, x.reshape(-1, 1, *x.shape[-2:]), sigma).view(x.shape[0], -1).sum(1)
+        return cost(self, x, sigma)
+
+    return wrapper
+
+
 def noise_levels(sigma: float | torch.Tensor | None, x: torch.Tensor, who: str) -> torch.Tensor:
     """σ as a [B] tensor for the batch ``x`` (one value, or one per image repeated over its folded channels);
     σ must be given, finite and > 0."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from deepinv.models import Denoiser
 
-from pnp.denoisers.channels import channelwise
+from pnp.denoisers.channels import channelwise, channelwise_cost
 from pnp.denoisers.dncnn import body, with_noise_map
 from pnp.denoisers.state import input_gradient
 
@@ -48,12 +48,11 @@ class GradientStepDnCNN(Denoiser):
         enabled it is differentiable in ``x`` and the weights (training); otherwise a plain tensor."""
         return input_gradient(self, lambda u: self.potential(u, sigma), x)
 
+    @channelwise_cost
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """g_σ(x) per image of the batch (a colour image: the sum over its channels), in float64 (monotone schemes
         compare values of F whose differences near convergence are below float32's resolution)."""
-        batch = x.shape[0]
-        gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
-        return self.potential(gray, sigma, torch.float64).view(batch, -1).sum(1)
+        return self.potential(x, sigma, torch.float64)
 
     def grad_lipschitz(self, sigma: float | torch.Tensor | None, like: torch.Tensor) -> None:
         """No bound on Lip(∇g_σ) is known (an unconstrained network): ``scheme=agd`` finds its step by backtracking."""

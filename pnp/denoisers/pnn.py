@@ -61,7 +61,7 @@ from torch import nn
 
 from pnp.activations import Activation, Clip, build
 from pnp.denoisers.cache import weights_key
-from pnp.denoisers.channels import SIGMA_REF, channelwise, log_noise_levels
+from pnp.denoisers.channels import SIGMA_REF, channelwise, channelwise_cost, log_noise_levels
 from pnp.denoisers.equivariant import is_map
 from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
@@ -274,6 +274,7 @@ class PNN(Denoiser):
             u = net.activate(k, net.gradient_step(k, u, x))[1]
         return net.output(u)
 
+    @channelwise_cost
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """g_σ(Lx) = Σ_{c,p} λ_c(σ)|(Lx)_{c,p}| per image (a colour image: summed over its channels), in float64: the
         convex function whose prox the exact PNN with the clip activation computes, so that schemes can monitor the
@@ -282,10 +283,9 @@ class PNN(Denoiser):
             self.tol is not None and isinstance(self.activation, Clip),
             "the PNN's cost g(Lx) = sum lambda |Lx| is that of the exact prox (tol) with the clip activation",
         )
-        batch = x.shape[0]
-        net = self.layers_at(x.reshape(-1, self.channels, *x.shape[-2:]), sigma)
+        net = self.layers_at(x, sigma)
         g = net.threshold(0) * net.analysis(0, net.z).abs()
-        return g.flatten(1).sum(1, dtype=torch.float64).view(batch, -1).sum(1)
+        return g.flatten(1).sum(1, dtype=torch.float64)
 
     def reset(self) -> None:
         """Forget the exact prox's warm start (call between unrelated solves)."""

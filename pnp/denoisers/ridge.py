@@ -42,7 +42,7 @@ from torch import nn
 
 from pnp.convolution import FourierConv
 from pnp.denoisers.cache import weights_key
-from pnp.denoisers.channels import channelwise, log_noise_levels
+from pnp.denoisers.channels import channelwise, channelwise_cost, log_noise_levels
 from pnp.denoisers.state import needs_graph, warm_start
 from pnp.errors import check
 from pnp.lipschitz import conv_norm_bound
@@ -284,14 +284,13 @@ class RidgeRegularizer(Denoiser):
         """∇R_σ(x) on [B, C, H, W]."""
         return self.gradient(x, self.scales(sigma, x), self.operator())
 
+    @channelwise_cost
     def cost(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         """R_σ(x) = Σ φ_σ(W x), per image of the batch (a colour image: the sum over its channels), summed in
         float64: monotone schemes compare values of F whose differences near convergence are below float32's
         resolution of the sum."""
-        batch = x.shape[0]
-        gray = x.reshape(-1, 1, *x.shape[-2:]) if self.channels == 1 else x
-        phi = self.potential(self.operator().conv(gray), self.scales(sigma, gray))
-        return phi.flatten(1).sum(1, dtype=torch.float64).view(batch, -1).sum(1)
+        phi = self.potential(self.operator().conv(x), self.scales(sigma, x))
+        return phi.flatten(1).sum(1, dtype=torch.float64)
 
     # -- denoising -----------------------------------------------------------------------------------------
     def unrolled(self, y: torch.Tensor, sigma: float | torch.Tensor, steps: int) -> torch.Tensor:
