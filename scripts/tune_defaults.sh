@@ -18,7 +18,8 @@
 # (pnp/guarantees.py), so PnP-PGD at gamma*L = 1 stays covered. wcrr on deblurring gets a search of its prior
 # weight tau (scheme.weight) as a third stage, shipped only where it beats sigma alone by tune.min_gain; it must
 # converge within 80 % of the budget (tune.converge_within=0.8). crr on CT gets the same stage (tau = 0.5, 0.25),
-# gs_dncnn on every problem (tau < 1 with a larger sigma: the smoother g_sigma of a larger noise level, weighted less).
+# gs_dncnn on the blur problems (tau < 1 with a larger sigma: the smoother g_sigma of a larger noise level, weighted
+# less).
 # wcrr on the blur problems then tries its second weights, wcrr_multiscale, and on CT its weights fine-tuned on CT,
 # wcrr_ct, and euler_conditional its width-64 weights, euler_conditional_w64, each shipped (with the weights' name in
 # the tuned file) only where they beat the first on validation.
@@ -46,8 +47,8 @@ grid() {  # 5 values, then 5 around the best; gs_dncnn (a network gradient per i
 }
 for problem in $problems; do
   for prior in $priors; do
-    # gs_dncnn on CT: at tau = 1 it does not reach tol within its 2000 iterations at sigma <= 0.0099 (14 min a value on
-    # one core); CT gets the tau stage below only
+    # gs_dncnn on CT: no setting reaches tol within its 2000 iterations from CT's FBP start (8 dB; tau = 1 at sigma 0.007
+    # and 0.0099, tau = 0.1 at 0.014 and 0.0199, 7-14 min a value on one core; README, Results): not tuned there
     [[ "$problem:$prior" == ct:gs_dncnn ]] ||
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") $(grid "$prior") \
@@ -67,13 +68,12 @@ for problem in $problems; do
           tune.high=0.025 tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_weight" ;;
-      deblur:gs_dncnn | deblur_motion:gs_dncnn | ct:gs_dncnn)
+      deblur:gs_dncnn | deblur_motion:gs_dncnn)
         # its prior weight tau beside sigma (the lambda of GS-PnP): sigma per tau, the best ships; motion blur: a finer
         # grid around the coarse winner (tau = 0.5, sigma = 0.014) as a second sweep
         case "$problem" in
           deblur) sweeps=("0.25,0.5 0.007 0.028 5 weight") ;;
           deblur_motion) sweeps=("0.1,0.25,0.5 0.014 0.056 5 weight" "0.35,0.5 0.0099 0.0198 5 weight_fine") ;;
-          ct) sweeps=("0.1,0.25 0.014 0.04 4 weight") ;;
         esac
         for sweep in "${sweeps[@]}"; do
           read -r weights low high points suffix <<< "$sweep"
