@@ -173,8 +173,7 @@ class AGD(Scheme):
         z = self.project(y - s.alpha * self.gradient(ctx, y, ay))
         az = ctx.physics.A(z)
         fz, big_fz = self.objective(ctx, z, az)
-        step = (z - y).flatten(1).pow(2).sum(1)
-        accept = big_fz <= s.objective - self.decrease / s.alpha.flatten() * step
+        accept = self.decreases(big_fz, s.objective, z, y, s.alpha)
         x, ax, fx, big_fx, t, x_prev, ax_prev = z, az, fz, big_fz, s.t, s.x, s.ax
         alpha = s.alpha
         if not bool(accept.all()):  # the safeguard: a gradient step from x_k where z went uphill, and a restart
@@ -194,6 +193,13 @@ class AGD(Scheme):
                 t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
         return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, alpha, s.backtrack), Values(fx, big_fx)
 
+    def decreases(
+        self, big_f_new: torch.Tensor, big_f: torch.Tensor, new: torch.Tensor, base: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """Per element: F(new) ≤ F(x_k) − δ/α ‖new − base‖² (``big_f`` = F(x_k)), the sufficient decrease that the
+        accept test (new = z_{k+1}, base = y_k) and the line search (new = v_{k+1}, base = x_k) both require."""
+        return big_f_new <= big_f - self.decrease / alpha.flatten() * (new - base).flatten(1).pow(2).sum(1)
+
     def gradient_step(self, ctx: Context, s: State, rejected: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(v, A v, f(v), F(v), α) for v = P(x_k − α∇F(x_k)); with backtracking α halves where a ``rejected`` element's
         v does not decrease F by δ/α ‖v − x_k‖² (one flag read on the host per halving)."""
@@ -206,8 +212,7 @@ class AGD(Scheme):
             fv, big_fv = self.objective(ctx, v, av)
             if not s.backtrack:
                 break
-            sufficient = big_fv <= s.objective - self.decrease / alpha.flatten() * (v - s.x).flatten(1).pow(2).sum(1)
-            short = rejected & ~sufficient
+            short = rejected & ~self.decreases(big_fv, s.objective, v, s.x, alpha)
             if not bool(short.any()):
                 break
             alpha = torch.where(per_element(short, alpha), 0.5 * alpha, alpha)
