@@ -14,6 +14,7 @@ from deepinv.models import Denoiser
 from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
 from pnp.images import load_image
+from pnp.monitor import ConvergenceMonitor
 from pnp.solve import solve
 
 
@@ -32,6 +33,22 @@ def small_image(size: int = 32, batch: int = 1, dtype: torch.dtype = torch.float
     """Gray camera crops; batch elements are different crops of the same picture."""
     names = ["camera", "moon", "coins", "brick"]
     return torch.cat([load_image(names[i % 4], size=size, dtype=dtype) for i in range(batch)])
+
+
+def solve_tiny(scheme, problem, model, guarantee, max_iter: int, tol: float, sigma: float = 0.05):
+    """``scheme`` on the small ``problem`` with the prior ``model`` at ``sigma`` (a :class:`pnp.guarantees.Guarantee`
+    declared for it), under a silent monitor."""
+    monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
+    return scheme.run(
+        problem.y,
+        problem.physics,
+        model,
+        problem.x0,
+        sigma=sigma,
+        norm=problem.norm,
+        monitor=monitor,
+        guarantee=guarantee,
+    )
 
 
 def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import small_image
+from conftest import small_image, solve_tiny
 from torch import nn
 
 from pnp import weights
@@ -122,18 +122,7 @@ def test_backtracking_finds_the_step_that_no_bound_gives():
     guarantee = Guarantee("gradient_step", basis="test")
 
     def solve(bound: float | None):
-        monitor = ConvergenceMonitor(max_iter=3000, tol=1e-10, progress=False)
-        prior = Quadratic(40.0, bound)
-        return AGD().run(
-            problem.y,
-            problem.physics,
-            prior,
-            problem.x0,
-            sigma=0.05,
-            norm=problem.norm,
-            monitor=monitor,
-            guarantee=guarantee,
-        )
+        return solve_tiny(AGD(), problem, Quadratic(40.0, bound), guarantee, max_iter=3000, tol=1e-10)
 
     searched, known, wrong = solve(None), solve(40.0), solve(1.0)
     f = searched.history.objective

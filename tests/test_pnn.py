@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import small_image
+from conftest import small_image, solve_tiny
 from hydra.utils import instantiate
 
 from pnp.activations import Clip, Tanh
@@ -20,7 +20,6 @@ from pnp.errors import ConfigError
 from pnp.guarantees import Guarantee
 from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import LiftedBregman
-from pnp.monitor import ConvergenceMonitor
 from pnp.outputs import OBJECTIVE_SLACK
 from pnp.problems import deblur
 from pnp.schemes import PGD
@@ -310,17 +309,7 @@ def test_the_exact_mode_in_pnp_pgd_converges_with_its_objective_never_increasing
     never increases (γL = 1)."""
     problem = deblur(small_image(16).double(), seed=0)
     den = exact(features=8, init="dct", threshold=0.1, tol=1e-8, max_iter=5000)
-    monitor = ConvergenceMonitor(max_iter=300, tol=1e-5, progress=False)
-    result = PGD().run(
-        problem.y,
-        problem.physics,
-        den,
-        problem.x0,
-        sigma=0.02,
-        norm=problem.norm,
-        monitor=monitor,
-        guarantee=Guarantee("prox_convex"),
-    )
+    result = solve_tiny(PGD(), problem, den, Guarantee("prox_convex"), max_iter=300, tol=1e-5, sigma=0.02)
     f = result.history.objective[:, 0]
     assert result.converged and result.verdict.covered and torch.isfinite(f).all()
     assert (f[1:] <= f[:-1] * (1 + OBJECTIVE_SLACK)).all() and f[-1] < f[0]  # the monitor's verdict (inexact prox)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import small_image
+from conftest import small_image, solve_tiny
 
 from pnp.denoisers import RidgeRegularizer
 from pnp.denoisers.ridge import SCALE_RATE
@@ -13,7 +13,6 @@ from pnp.errors import ConfigError
 from pnp.guarantees import Guarantee
 from pnp.lipschitz import conv_spectral_norm, jacobian_spectral_norm
 from pnp.losses import GradientStepDenoising
-from pnp.monitor import ConvergenceMonitor
 from pnp.problems import deblur
 from pnp.schemes import AGD, PGD
 from pnp.schemes.agd import agd_verdict
@@ -145,21 +144,6 @@ def test_strength_grows_with_sigma():
     with torch.no_grad():
         moves = [float((model(x, s) - x).norm()) for s in SIGMAS]
     assert moves == sorted(moves) and moves[0] < 0.5 * moves[-1]
-
-
-def solve_tiny(scheme, problem, model, guarantee: Guarantee, max_iter: int, tol: float):
-    """``scheme`` on ``problem`` with the ridge ``model`` at σ = 0.05."""
-    monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
-    return scheme.run(
-        problem.y,
-        problem.physics,
-        model,
-        problem.x0,
-        sigma=0.05,
-        norm=problem.norm,
-        monitor=monitor,
-        guarantee=guarantee,
-    )
 
 
 def test_objective_never_increases_in_a_tiny_pgd_solve():
