@@ -38,7 +38,7 @@ from pnp.config import composed, tuned_denoiser
 from pnp.monitor import ConvergenceMonitor
 from pnp.outputs import MONOTONE_AFTER, MONOTONE_SLACK, RunSummary
 from pnp.plotting import plot_curves
-from pnp.problems import Problem
+from pnp.problems import Problem, initialise
 from pnp.tensors import batch_psnr
 
 PROBLEMS = {"deblur": 256, "deblur_motion": 256, "ct": 128, "cs": 64, "cs_spc": 256}
@@ -71,7 +71,8 @@ def run(
     problem: Problem, tuned_as: str, prior: str, max_iter: dict[str, int], config_budget: bool = True
 ) -> tuple[dict, dict]:
     """One prior at its tuned strength and configured scheme: the table row and the first image's curves."""
-    den, sigma, guarantee, label, scheme, budget = tuned_denoiser(prior, tuned_as, torch.device("cpu"))
+    den, sigma, guarantee, label, scheme, budget, start = tuned_denoiser(prior, tuned_as, torch.device("cpu"))
+    x0 = problem.x0 if start is None else initialise(start, problem.y, problem.physics, problem.x_true)
     name = type(scheme).__name__
     limit = max(max_iter[name], budget) if config_budget else max_iter[name]
     monitor = ConvergenceMonitor(max_iter=limit, tol=TOL, progress=False)
@@ -80,7 +81,7 @@ def run(
         problem.y,
         problem.physics,
         den,
-        problem.x0,
+        x0,
         sigma=sigma,
         norm=problem.norm,
         monitor=monitor,

@@ -200,6 +200,7 @@ class TunedDenoiser(NamedTuple):
     label: str  # the strength as set, "(untuned)" when no tuned file exists
     scheme: Scheme  # the configured scheme (an explicit prior's config selects scheme=agd)
     max_iter: int  # the iteration budget its config sets (monitor.max_iter)
+    start: str | None  # ``problem.init`` where the tuned file sets another start than the problem config's
 
 
 def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tuple[str, ...] = ()) -> TunedDenoiser:
@@ -207,10 +208,13 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
     with its strength, class and scheme, outside any Hydra run (scripts, benchmarks)."""
     cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
-    label = (strength(cfg) or "default") + step_label(cfg.scheme) + ("" if tuned else " (untuned)")
+    start = tuned_start(cfg)
+    label = (strength(cfg) or "default") + step_label(cfg.scheme) + ("" if start is None else f"(from {start})")
+    label += "" if tuned else " (untuned)"
     den = build_denoiser(cfg, device, torch.float32)
     scheme = instantiate(cfg.scheme)
-    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, scheme, int(cfg.monitor.max_iter))
+    budget = int(cfg.monitor.max_iter)
+    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, scheme, budget, start)
 
 
 def strength(cfg: DictConfig) -> str:
@@ -249,8 +253,10 @@ def scheme_name(scheme: DictConfig) -> str | None:
 def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), folder: Path = TUNED) -> Path | None:
     """Set the tuned setting of ``pnp/configs/tuned/<problem>_<denoiser>.yaml`` when that file exists: its
     ``denoiser`` keys (σ, θ, and ``model.name`` where the problem was tuned with other shipped weights of the same
-    architecture) and, unless the command line chose another scheme, its ``scheme`` (the group config ``name`` with
-    the tuned keys, e.g. the ADMM penalty). A key given on the command line wins. Returns the file."""
+    architecture), its ``problem`` keys (the start ``init`` where the setting was tuned from another start than the
+    problem config's: a nonconvex F's critical point depends on it) and, unless the command line chose another scheme,
+    its ``scheme`` (the group config ``name`` with the tuned keys, e.g. the ADMM penalty). A key given on the command
+    line wins. Returns the file."""
     path = tuned_path(cfg, folder)
     if path is None or not path.is_file():
         return None
@@ -263,6 +269,9 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
                     cfg.denoiser.model.name = value.name
             elif f"denoiser.{key}" not in given:
                 cfg.denoiser[key] = value
+        for key, value in tuned.get("problem", {}).items():
+            if f"problem.{key}" not in given:
+                cfg.problem[key] = value
         scheme = tuned.get("scheme")
         if scheme is not None and ("scheme" not in given or scheme_name(cfg.scheme) == scheme.name):
             chosen = OmegaConf.load(CONFIGS / "scheme" / f"{scheme.name}.yaml")
@@ -275,8 +284,25 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
     return path
 
 
+def tuned_start(cfg: DictConfig) -> str | None:
+    """``problem.init`` where it is not the problem config's own (``pnp/configs/problem/<problem_name>.yaml``), else
+    None: the start a tuned setting records and a run's label shows."""
+    path = CONFIGS / "problem" / f"{cfg.get('problem_name')}.yaml"
+    init = OmegaConf.select(cfg, "problem.init")
+    if init is None or not path.is_file():
+        return None
+    return None if OmegaConf.load(path).problem.get("init") == init else str(init)
+
+
 def problem_label(cfg: DictConfig) -> str:
-    """The problem and, for deblurring, its kernel: ``deblur(gaussian σ=1.6)``, ``deblur(motion 31×31)``."""
+    """The problem and, for deblurring, its kernel: ``deblur(gaussian σ=1.6)``, ``deblur(motion 31×31)``; the start
+    where it is not the problem config's (``ct(from adjoint)``)."""
+    start = tuned_start(cfg)
+    return kernel_label(cfg) + ("" if start is None else f"(from {start})")
+
+
+def kernel_label(cfg: DictConfig) -> str:
+    """The problem and, for deblurring, its kernel."""
     p, name = cfg.problem, cfg.problem._target_.rsplit(".", 1)[-1]
     if name != "deblur":
         return name

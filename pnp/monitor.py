@@ -42,9 +42,36 @@ class History:
     stagnated: bool = False
     tol: float = 0.0  # the monitor's tolerance on c_k
     returned: list[int] = field(default_factory=list)  # per element, k of the returned x_k (n unless it diverged)
-    #: per element: converged, diverged (blew up), stagnated or max_iter; and the rows recorded until it stopped
+    #: per element: converged, diverged (blew up), stagnated, max_iter or not_stationary (c_k < tol, but one step of
+    #: the scheme's initial length from the result moves it by ≥ tol: :meth:`require_stationary`); and the rows
+    #: recorded until it stopped
     outcome: list[str] = field(default_factory=list)
     stopped: list[int] = field(default_factory=list)
+    #: per element, where the scheme measured it: ‖x − T₀(x)‖ / max(‖x_0‖, ‖x_1‖) at the result, T₀ the scheme's step
+    #: at its initial length (accelerated gradient with backtracking, whose steps may shrink); None: not measured
+    stationarity: list[float] | None = None
+
+    @property
+    def stationary(self) -> list[bool]:
+        """Per element: not refuted by the stationarity check (True where it was not measured)."""
+        return [o != "not_stationary" for o in self.outcome]
+
+    def require_stationary(self, residual: list[float]) -> None:
+        """Record the fixed-step residual per element (:attr:`stationarity`). A converged element whose residual is
+        not below ``tol`` did not converge: its c_k fell because its step shrank, not at a fixed point."""
+        self.stationarity = residual
+        refuted = [j for j, o in enumerate(self.outcome) if o == "converged" and not residual[j] < self.tol]
+        if not refuted:
+            return
+        for j in refuted:
+            self.outcome[j] = "not_stationary"
+        self.converged = False
+        worst = max(residual[j] for j in refuted)
+        which = "the result" if len(self.outcome) == 1 else f"element(s) {refuted}"
+        self.message = (
+            f"c_k fell below tol={self.tol:g}, but {which} is not stationary: a step of the initial length moves it by "
+            f"{worst:.3e} (relative) >= tol; its steps had shrunk (line search)"
+        )
 
     @property
     def iterations(self) -> int:
@@ -79,6 +106,7 @@ class History:
             returned=[self.returned[b]],
             outcome=[outcome],
             stopped=[n],
+            stationarity=None if self.stationarity is None else [self.stationarity[b]],
         )
 
     def rows(self) -> list[dict[str, float | int]]:
@@ -203,6 +231,11 @@ class ConvergenceMonitor:
     def carried(self, k: int, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``values`` for the active elements, the previous row for the stopped ones (their iterate is frozen)."""
         return torch.where(self._active, values.to(rows.dtype), rows[k - 1]) if self.frozen else values
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """[B] on the device: max(‖x_0‖, ‖x_1‖), the scale of c_k."""
+        return self._scale
 
     @property
     def active(self) -> torch.Tensor:

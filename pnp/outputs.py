@@ -48,7 +48,8 @@ def batch_ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 @dataclass
 class RunSummary:
     """One run's figures per batch element, the one summary of the command line (metrics.json) and the benchmarks.
-    psnr, ssim: None without a ground truth; converged: c_k < tol at the last iteration (what stops the monitor);
+    psnr, ssim: None without a ground truth; converged: c_k < tol at the last iteration (what stops the monitor),
+    and the result not refuted by the scheme's stationarity check (:meth:`pnp.monitor.History.require_stationary`);
     iterations_to_tol: the first iteration from which c_k stays below tol; residual_monotone: c_k never rose after
     ``MONOTONE_AFTER`` iterations (relative slack ``MONOTONE_SLACK``); objective_monotone: F(x_k) never rose
     (explicit priors, slack ``OBJECTIVE_SLACK``)."""
@@ -71,7 +72,7 @@ class RunSummary:
         return RunSummary(
             psnr=None if ref is None else batch_psnr(x, ref).tolist(),
             ssim=None if ref is None else batch_ssim(x, ref).tolist(),
-            converged=(its > 0).tolist(),
+            converged=[bool(i > 0) and ok for i, ok in zip(its.tolist(), h.stationary, strict=True)],
             iterations_to_tol=its.tolist(),
             residual_monotone=(rise <= MONOTONE_SLACK).tolist(),
             objective_monotone=None if up is None else (up <= OBJECTIVE_SLACK).tolist(),
@@ -118,6 +119,7 @@ def metrics(problem: Problem, result: Result) -> dict[str, Any]:
         "message": h.message,
         "final_residual": float(h.of_result(h.residual).double().mean()),
         "final_rel_residual": float(h.of_result(h.rel_residual).double().mean()),
+        "stationarity_residual": h.stationarity,
         "stepsize": result.stepsize,
         "operator_norm": problem.norm,
         "guarantee": None if result.verdict is None else result.verdict.as_dict(),

@@ -11,10 +11,11 @@ diverges or that no convergence theorem covers (under ``strict``) scores −inf,
 monitor's tolerance with ``tune.require_converged=true`` (a default must converge within the iteration budget, or
 within the fraction ``tune.converge_within`` of it, a margin for images it was not tuned on). The
 choice, the whole search and the settings go to ``tune.json`` in the run directory; ``tune.ship=true`` writes the
-setting (the denoiser's σ and θ, the scheme and its step) to ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which
-``pnp.solve`` then uses by default for that problem and denoiser (a value or a scheme on the command line still
-wins); with ``tune.keep_better=true`` only when its validation PSNR beats the file already there by more than
-``tune.min_gain`` dB (a second search, e.g. the ADMM penalty after θ, ships only if it wins on the validation images).
+setting (the denoiser's σ and θ, the scheme and its step, and ``problem.init`` where it is not the problem config's)
+to ``pnp/configs/tuned/<problem>_<denoiser>.yaml``, which ``pnp.solve`` then uses by default for that problem and
+denoiser (a value or a scheme on the command line still wins); with ``tune.keep_better=true`` only when its
+validation PSNR beats the file already there by more than ``tune.min_gain`` dB (a second search, e.g. the ADMM
+penalty after θ, ships only if it wins on the validation images).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pnp.config import (
     other_weights,
     scheme_name,
     tuned_path,
+    tuned_start,
 )
 from pnp.data import held_out, make_split
 from pnp.errors import ConfigError, check
@@ -161,11 +163,15 @@ def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
         setting["scheme"] = {"name": name} | {
             k: float(f"{cfg.scheme[k]:.6g}") for k in keys if cfg.scheme.get(k) is not None
         }
+    start = tuned_start(cfg)
+    if start is not None:  # tuned from another start than the problem config's (pnp.config.apply_tuned sets it)
+        setting["problem"] = {"init": start}
     return {**setting, "validation_psnr": round(float(best["psnr"]), 3)}
 
 
 def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict[str, Any]) -> None:
-    """The tuned setting as ``denoiser`` and ``scheme`` sections (pnp.config.apply_tuned), with where it came from."""
+    """The tuned setting as ``denoiser``, ``scheme`` (and ``problem``) sections (pnp.config.apply_tuned), with where it
+    came from."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# Tuned by `python -m pnp.tune` ({cfg.tune.param}) on the validation images {list(make_split().validation)} "

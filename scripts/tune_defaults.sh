@@ -48,7 +48,8 @@ grid() {  # 5 values, then 5 around the best; gs_dncnn (a network gradient per i
 for problem in $problems; do
   for prior in $priors; do
     # gs_dncnn on CT: no setting reaches tol within its 2000 iterations from CT's FBP start (8 dB; tau = 1 at sigma 0.007
-    # and 0.0099, tau = 0.1 at 0.014 and 0.0199, 7-14 min a value on one core; README, Results): not tuned there
+    # and 0.0099, tau = 0.1 at 0.014 and 0.0199, 7-14 min a value on one core; README, Results): its search below
+    # starts from the adjoint instead
     [[ "$problem:$prior" == ct:gs_dncnn ]] ||
     # shellcheck disable=SC2046
     python -m pnp.tune +problem="$problem" denoiser="$prior" $(range "$prior") $(grid "$prior") \
@@ -68,16 +69,19 @@ for problem in $problems; do
           tune.high=0.025 tune.points=5 tune.rounds=2 tune.ship=true tune.keep_better=true strict=true \
           tune.require_converged=true tune.converge_within=0.8 image.size=128 device=cpu \
           hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_weight" ;;
-      deblur:gs_dncnn | deblur_motion:gs_dncnn)
+      deblur:gs_dncnn | deblur_motion:gs_dncnn | ct:gs_dncnn)
         # its prior weight tau beside sigma (the lambda of GS-PnP): sigma per tau, the best ships; motion blur: a finer
-        # grid around the coarse winner (tau = 0.5, sigma = 0.014) as a second sweep
+        # grid around the coarse winner (tau = 0.5, sigma = 0.014) as a second sweep; CT from the adjoint start
+        # (problem.init=adjoint, which the tuned file then records: F is nonconvex, its critical point depends on x0)
+        start=()
         case "$problem" in
           deblur) sweeps=("0.25,0.5 0.007 0.028 5 weight") ;;
           deblur_motion) sweeps=("0.1,0.25,0.5 0.014 0.056 5 weight" "0.35,0.5 0.0099 0.0198 5 weight_fine") ;;
+          ct) sweeps=("0.25,0.5 0.01 0.04 5 weight_adjoint") start=(problem.init=adjoint) ;;
         esac
         for sweep in "${sweeps[@]}"; do
           read -r weights low high points suffix <<< "$sweep"
-          python -m pnp.tune -m +problem="$problem" denoiser="$prior" scheme.weight="$weights" tune.low="$low" \
+          python -m pnp.tune -m +problem="$problem" "${start[@]}" denoiser="$prior" scheme.weight="$weights" tune.low="$low" \
             tune.high="$high" tune.points="$points" tune.rounds=1 tune.ship=true tune.keep_better=true strict=true \
             tune.require_converged=true image.size=128 device=cpu \
             hydra.sweep.dir="benchmarks/results/tuning/${problem}_${prior}_${suffix}"

@@ -13,6 +13,7 @@ from pnp.denoisers import DnCNN, GradientStepDnCNN
 from pnp.errors import ConfigError
 from pnp.guarantees import Guarantee, admm_verdict, pgd_verdict, relaxed
 from pnp.monitor import ConvergenceMonitor
+from pnp.outputs import RunSummary, metrics
 from pnp.problems import deblur
 from pnp.schemes import AGD, PGD
 from pnp.schemes.agd import agd_verdict
@@ -122,13 +123,52 @@ def test_backtracking_finds_the_step_that_no_bound_gives():
     guarantee = Guarantee("gradient_step", basis="test")
 
     def solve(bound: float | None):
-        return solve_tiny(AGD(), problem, Quadratic(40.0, bound), guarantee, max_iter=3000, tol=1e-10)
+        return solve_tiny(AGD(), problem, Quadratic(40.0, bound), guarantee, max_iter=3000, tol=1e-8)
 
     searched, known, wrong = solve(None), solve(40.0), solve(1.0)
     f = searched.history.objective
     assert searched.converged and searched.verdict.covered and (f[1:] <= f[:-1]).all()
     torch.testing.assert_close(searched.x, known.x, rtol=0, atol=1e-6)
     assert (wrong.x - known.x).norm() > 100 * (searched.x - known.x).norm()
+
+
+class Coarse(Quadratic):
+    """g = (c/2)‖x‖² whose cost is known to a resolution q only (as a float32 network's cost): far from the minimiser
+    F's decreases show, near it they fall below q and the line search finds none; ``q = inf``: a cost that never
+    changes (0), where no step decreases F even at x_0."""
+
+    def __init__(self, c: float, q: float) -> None:
+        super().__init__(c, None)
+        self.q = q
+
+    def cost(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        exact = super().cost(x)
+        return (exact / self.q).floor() * self.q if self.q < float("inf") else torch.zeros_like(exact)
+
+
+def test_a_step_that_shrank_to_nothing_is_not_convergence():
+    """Backtracking ends where no step decreases F: c_k = 0. One step at the initial length α₀ (searched at x_0) says
+    whether that is a critical point: yes for an exact cost (the residual recorded, below tol), no where the cost's
+    resolution stopped the search short of it, or where no step ever decreased F (the monitor's "converged"
+    withdrawn, per element, with a message)."""
+    problem = deblur(small_image(16, batch=2).double(), seed=0)
+    guarantee = Guarantee("gradient_step", basis="test")
+
+    def solve(prior):
+        return solve_tiny(AGD(), problem, prior, guarantee, max_iter=3000, tol=1e-8)
+
+    good = solve(Quadratic(40.0, None))
+    assert good.converged and max(good.history.stationarity) < 1e-8 and good.history.stationary == [True, True]
+    for q in (1e-3, float("inf")):
+        stuck = solve(Coarse(40.0, q))
+        h = stuck.history
+        assert h.rel_residual[-1].max() < 1e-8  # the monitor alone would have called it converged
+        assert not stuck.converged and h.outcome == ["not_stationary"] * 2 and min(h.stationarity) > 1e-6
+        assert "not stationary" in h.message and not h.element(1).converged
+        summary = RunSummary.of(problem, stuck)
+        assert summary.converged == [False, False] and not metrics(problem, stuck)["converged"]
+    # a fixed step (a known bound) is not checked: its c_k cannot shrink with the step
+    assert solve_tiny(AGD(), problem, Quadratic(40.0, 40.0), guarantee, 3000, 1e-10).history.stationarity is None
 
 
 def test_a_box_makes_every_step_projected_and_the_limit_a_constrained_critical_point():

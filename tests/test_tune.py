@@ -183,6 +183,29 @@ def test_a_tuned_file_can_name_other_weights_of_its_prior(tmp_path):
     assert own.denoiser.model.name == "wcrr"
 
 
+def test_a_setting_tuned_from_another_start_records_it_and_solve_starts_there(tmp_path):
+    """``problem.init`` other than the problem config's goes into the tuned file (a nonconvex F's critical point
+    depends on x_0), a solve of that pair starts there and says so in its label; a start on the command line wins, and
+    a setting tuned from the problem's own start records none."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        tuned, plain = (
+            compose("tune", overrides=["+problem=ct", "denoiser=tv", *extra])
+            for extra in (["problem.init=adjoint"], [])
+        )
+        cfg, own = (
+            compose("solve", overrides=["+problem=ct", "denoiser=tv", *extra]) for extra in ([], ["problem.init=zeros"])
+        )
+    setting = tuned_setting(tuned, {"value": 0.01, "psnr": 30.0})
+    assert setting["problem"] == {"init": "adjoint"}
+    assert "problem" not in tuned_setting(plain, {"value": 0.01, "psnr": 30.0})
+    (tmp_path / "ct_tv.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(setting)))
+    assert cfg.problem.init == "fbp" and "from" not in label(cfg)
+    apply_tuned(cfg, (), tmp_path)
+    assert cfg.problem.init == "adjoint" and label(cfg).startswith("ct(from adjoint) · ")
+    apply_tuned(own, ("problem.init=zeros",), tmp_path)
+    assert own.problem.init == "zeros"
+
+
 @pytest.mark.parametrize("path", sorted((CONFIGS / "tuned").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_tuned_file_composes_with_its_problem_and_names_shipped_weights(path):
     """``pnp/configs/tuned/<problem>_<denoiser>.yaml`` applies to a solve of that pair, every key it sets lands there,
@@ -195,6 +218,8 @@ def test_every_shipped_tuned_file_composes_with_its_problem_and_names_shipped_we
     tuned = OmegaConf.load(path)
     for key, value in tuned.denoiser.items():
         assert (cfg.denoiser.model.name == value.name) if key == "model" else cfg.denoiser[key] == value, key
+    for key, value in tuned.get("problem", {}).items():
+        assert cfg.problem[key] == value, key
     weights = OmegaConf.select(cfg, "denoiser.model.name")
     assert weights is None or (SHIPPED / f"{weights}.pt").is_file(), weights
 

@@ -22,10 +22,14 @@ g_σ is lower than at natural images.
 
 A prior with no known bound on Lip(∇R_σ) (``grad_lipschitz`` returns None: the gradient-step DnCNN) gets a
 backtracking line search instead: α starts at step_factor / (L + τ) (Lip(∇g) = Lip(Id − D) ≈ 1 for a denoiser
-D = Id − ∇g) and halves, per batch element, until the gradient step from x_k decreases F by δ/α ‖v_{k+1} − x_k‖²
+D = Id − ∇g), is searched once at x_0 (α₀; the guess where no step decreases F there) and then halves, per batch
+element, until the gradient step from x_k decreases F by δ/α ‖v_{k+1} − x_k‖²
 (Armijo; at most ``MAX_HALVINGS`` times per iteration); it never grows back. Where ∇F is L_F-Lipschitz on the
 sublevel set, the descent lemma gives the decrease once α ≤ 2(1 − δ)/L_F, so the search stops with α > (1 − δ)/L_F:
-the step stays bounded below and the results below hold as for a known bound.
+the step stays bounded below and the results below hold as for a known bound. In floating point it does not: near a
+critical point F's decrease falls below the resolution of the network's cost, α keeps halving, and c_k shrinks with
+it. So the run ends with one gradient step of the initial length α₀ from the result (:meth:`stationarity`); where it
+moves x by ‖x − P(x − α₀∇F(x))‖ ≥ tol·max(‖x_0‖, ‖x_1‖), the monitor's "converged" is withdrawn (``not_stationary``).
 
 F(x_k) never increases (where neither step decreases F in floating point, x_k is kept and c_k = 0 ends the run).
 Convex F (CRR-NN): F(x_k) − F* = O(1/k²); nonconvex F (WCRR-NN): every accumulation point is a critical point (Li &
@@ -48,7 +52,7 @@ from deepinv.optim import DataFidelity
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import POTENTIALS, Guarantee, Verdict
 from pnp.schemes.base import Context, Scheme, Values, gradient_lipschitz
-from pnp.tensors import per_element
+from pnp.tensors import batch_norm, per_element
 
 
 @dataclass
@@ -63,6 +67,7 @@ class State:
     t_prev: torch.Tensor  # momentum sequence per batch element, [B]
     t: torch.Tensor
     alpha: torch.Tensor  # step, [B, 1, ..., 1]
+    alpha0: torch.Tensor  # the initial step, [B, 1, ..., 1]
     backtrack: bool  # no bound on Lip(∇R_σ): α by line search
 
 
@@ -160,7 +165,12 @@ class AGD(Scheme):
         alpha = per_element(self.step_factor / lip, x0)
         ax = ctx.physics.A(x0)
         ones = x0.new_ones(x0.shape[0])
-        return State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], ones, ones, alpha, bound is None)
+        state = State(x0, x0, x0, ax, ax, ax, self.objective(ctx, x0, ax)[1], ones, ones, alpha, alpha, bound is None)
+        if bound is None:  # α₀ by the line search at x_0 (where it finds a decrease): the stationarity check's step
+            v, _, _, big_fv, searched = self.gradient_step(ctx, state, torch.ones_like(ones, dtype=torch.bool))
+            found = self.decreases(big_fv, state.objective, v, x0, searched)
+            state.alpha = state.alpha0 = torch.where(per_element(found, alpha), searched, alpha)
+        return state
 
     def iterate(self, state: State) -> torch.Tensor:
         return state.x
@@ -191,7 +201,17 @@ class AGD(Scheme):
                 z, az = torch.where(r, x, z), torch.where(ra, ax, az)
                 x_prev, ax_prev = torch.where(r, x, s.x), torch.where(ra, ax, s.ax)
                 t, t_next = torch.where(~accept, 1.0, s.t), torch.where(~accept, 1.0, t_next)
-        return State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, alpha, s.backtrack), Values(fx, big_fx)
+        state = State(x, x_prev, z, ax, ax_prev, az, big_fx, t, t_next, alpha, s.alpha0, s.backtrack)
+        return state, Values(fx, big_fx)
+
+    def stationarity(self, state: State, ctx: Context) -> torch.Tensor | None:
+        """With backtracking: ‖x − P(x − α₀∇F(x))‖ at the result, α₀ the initial step. The line search may have
+        shrunk α until F's decrease fell below floating-point resolution, and then c_k is small whatever x is; this
+        one gradient step at the original length shows whether x is a critical point (the monitor's verdict)."""
+        if not state.backtrack:
+            return None
+        x = state.x
+        return batch_norm(x - self.project(x - state.alpha0 * self.gradient(ctx, x, state.ax)))
 
     def decreases(
         self, big_f_new: torch.Tensor, big_f: torch.Tensor, new: torch.Tensor, base: torch.Tensor, alpha: torch.Tensor

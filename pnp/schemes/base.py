@@ -146,6 +146,11 @@ class Scheme(ABC):
     def iterate(self, state: Any) -> torch.Tensor:
         """The monitored iterate x_k of ``state``."""
 
+    def stationarity(self, state: Any, ctx: Context) -> torch.Tensor | None:
+        """[B] ‖x − T₀(x)‖ at the result x, T₀ the step at its initial length, for a scheme whose steps may shrink
+        (then c_k < tol alone does not show a fixed point); None (not measured) for a fixed-step scheme."""
+        return None
+
     def check_bounds(self, gamma: float, lipschitz: float | None) -> None:  # noqa: B027 (optional hook)
         """Warn (or raise when strict) if the parameters leave the scheme's admissible range."""
 
@@ -236,4 +241,7 @@ class Scheme(ABC):
                     break
                 x_prev = x
             history = monitor.finish(k)
+            residual = self.stationarity(state, ctx)
+            if residual is not None:
+                history.require_stationary((residual / monitor.scale).tolist())  # one host read, after the loop
         return Result(x=monitor.good_iterate().clone(), history=history, stepsize=gamma, verdict=verdict)
