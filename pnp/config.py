@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from deepinv.models import Denoiser
@@ -284,14 +284,27 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
     return path
 
 
-def tuned_start(cfg: DictConfig) -> str | None:
-    """``problem.init`` where it is not the problem config's own (``pnp/configs/problem/<problem_name>.yaml``), else
-    None: the start a tuned setting records and a run's label shows."""
-    path = CONFIGS / "problem" / f"{cfg.get('problem_name')}.yaml"
-    init = OmegaConf.select(cfg, "problem.init")
-    if init is None or not path.is_file():
+def problem_default(name: str, key: str) -> Any:
+    """``problem.<key>`` as the problem config ``pnp/configs/problem/<name>.yaml`` sets it, or as the problem configs
+    in its ``defaults`` list do (``deblur_motion`` extends ``deblur``); None where none does."""
+    path = CONFIGS / "problem" / f"{name}.yaml"
+    if not path.is_file():
         return None
-    return None if OmegaConf.load(path).problem.get("init") == init else str(init)
+    conf = OmegaConf.load(path)
+    value = OmegaConf.select(conf, f"problem.{key}")
+    parents = (d for d in conf.get("defaults", []) if isinstance(d, str) and d != "_self_")
+    return (
+        value
+        if value is not None
+        else next((v for v in (problem_default(d, key) for d in parents) if v is not None), None)
+    )
+
+
+def tuned_start(cfg: DictConfig) -> str | None:
+    """``problem.init`` where it is not the problem config's own (:func:`problem_default`), else None: the start a
+    tuned setting records and a run's label shows."""
+    init, default = OmegaConf.select(cfg, "problem.init"), problem_default(str(cfg.get("problem_name")), "init")
+    return None if init is None or default is None or init == default else str(init)
 
 
 def problem_label(cfg: DictConfig) -> str:

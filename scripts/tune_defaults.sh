@@ -77,7 +77,8 @@ for problem in $problems; do
         case "$problem" in
           deblur) sweeps=("0.25,0.5 0.007 0.028 5 weight") ;;
           deblur_motion) sweeps=("0.1,0.25,0.5 0.014 0.056 5 weight" "0.35,0.5 0.0099 0.0198 5 weight_fine") ;;
-          ct) sweeps=("0.25,0.5 0.01 0.04 5 weight_adjoint") start=(problem.init=adjoint) ;;
+          ct) sweeps=("0.25,0.5 0.01 0.04 5 weight_adjoint" "0.5 0.005 0.0099 3 weight_adjoint_low")
+            start=(problem.init=adjoint) ;;  # the second: below the first's low end, where tau = 0.5 was still rising
         esac
         for sweep in "${sweeps[@]}"; do
           read -r weights low high points suffix <<< "$sweep"

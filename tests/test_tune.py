@@ -195,6 +195,8 @@ def test_a_setting_tuned_from_another_start_records_it_and_solve_starts_there(tm
         cfg, own = (
             compose("solve", overrides=["+problem=ct", "denoiser=tv", *extra]) for extra in ([], ["problem.init=zeros"])
         )
+        motion = compose("solve", overrides=["+problem=deblur_motion", "denoiser=tv"])  # its start from deblur's
+    assert "from" not in label(motion)
     setting = tuned_setting(tuned, {"value": 0.01, "psnr": 30.0})
     assert setting["problem"] == {"init": "adjoint"}
     assert "problem" not in tuned_setting(plain, {"value": 0.01, "psnr": 30.0})
