@@ -68,10 +68,11 @@ class History:
         self.converged = False
         worst = max(residual[j] for j in refuted)
         which = "the result" if len(self.outcome) == 1 else f"element(s) {refuted}"
-        self.message = (
+        refutation = (
             f"c_k fell below tol={self.tol:g}, but {which} is not stationary: a step of the initial length moves it by "
             f"{worst:.3e} (relative) >= tol; its steps had shrunk (line search)"
         )
+        self.message = f"{self.message}; {refutation}" if self.diverged else refutation  # a blow-up stays reported
 
     @property
     def iterations(self) -> int:

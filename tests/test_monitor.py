@@ -11,7 +11,7 @@ from conftest import ShrinkDenoiser, small_image
 from deepinv.optim.data_fidelity import L2
 
 from pnp.errors import ConfigError
-from pnp.monitor import ConvergenceMonitor
+from pnp.monitor import ConvergenceMonitor, History
 from pnp.problems import deblur
 from pnp.schemes import ADMM, PGD
 
@@ -229,3 +229,15 @@ def test_sweep_summary_formats_each_quantity_its_own_way():
     }
     line = markdown_table([row]).splitlines()[-1]
     assert line == "| a=1 | 27.12 | 0.812 | 40 | True | False | 4.90e-04 | 5990.8 |"
+
+
+def test_a_refuted_convergence_keeps_a_blow_up_reported():
+    """The stationarity check withdraws an element's "converged"; in a batch where another element diverged, the
+    message still says so, and the elements it did not refute keep their outcome."""
+    rows = torch.zeros(3, 3)
+    h = History(rows, rows, None, None, torch.zeros(3), False, True, "element(s) [0] diverged at iteration 2", tol=1e-5)
+    h.outcome, h.stopped, h.returned = ["diverged", "converged", "converged"], [2, 3, 3], [1, 3, 3]
+    h.require_stationary([math.nan, 1e-3, 1e-7])
+    assert h.outcome == ["diverged", "not_stationary", "converged"] and h.stationary == [True, False, True]
+    assert h.message.startswith("element(s) [0] diverged") and "element(s) [1] is not stationary" in h.message
+    assert h.diverged and not h.converged and h.element(2).stationarity == [1e-7]
