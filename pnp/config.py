@@ -208,13 +208,11 @@ def tuned_denoiser(name: str, problem: str, device: torch.device, overrides: tup
     with its strength, class and scheme, outside any Hydra run (scripts, benchmarks)."""
     cfg = composed(f"+problem={problem}", f"denoiser={name}", *overrides)
     tuned = apply_tuned(cfg, overrides)
-    start = tuned_start(cfg)
-    label = (strength(cfg) or "default") + step_label(cfg.scheme) + ("" if start is None else f"(from {start})")
-    label += "" if tuned else " (untuned)"
+    label = (strength(cfg) or "default") + step_label(cfg.scheme) + start_label(cfg) + ("" if tuned else " (untuned)")
     den = build_denoiser(cfg, device, torch.float32)
     scheme = instantiate(cfg.scheme)
     budget = int(cfg.monitor.max_iter)
-    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, scheme, budget, start)
+    return TunedDenoiser(den, denoiser_sigma(cfg), guarantee_of(cfg), label, scheme, budget, tuned_start(cfg))
 
 
 def strength(cfg: DictConfig) -> str:
@@ -307,11 +305,16 @@ def tuned_start(cfg: DictConfig) -> str | None:
     return None if init is None or default is None or init == default else str(init)
 
 
+def start_label(cfg: DictConfig) -> str:
+    """``(from adjoint)`` where the start is not the problem config's (:func:`tuned_start`), else empty."""
+    start = tuned_start(cfg)
+    return "" if start is None else f"(from {start})"
+
+
 def problem_label(cfg: DictConfig) -> str:
     """The problem and, for deblurring, its kernel: ``deblur(gaussian σ=1.6)``, ``deblur(motion 31×31)``; the start
     where it is not the problem config's (``ct(from adjoint)``)."""
-    start = tuned_start(cfg)
-    return kernel_label(cfg) + ("" if start is None else f"(from {start})")
+    return kernel_label(cfg) + start_label(cfg)
 
 
 def kernel_label(cfg: DictConfig) -> str:
