@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import save_checkpoint, scored, start_training, training_problem
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 import pnp.tune as tune
 from pnp import weights
-from pnp.data import PatchSampler, make_split, training_images
+from pnp.data import make_split
 from pnp.denoisers.ridge import RidgeRegularizer
 from pnp.tensors import batch_psnr
 
@@ -148,31 +148,16 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("tune", overrides=overrides)
     validation = tune.validation_problem(cfg, torch.device("cpu"))
-    build = tune.build_denoiser
 
     def validate() -> dict:
-        frozen = copy.deepcopy(model).eval()
-        tune.build_denoiser = lambda *_: frozen
-        try:
-            r = tune.evaluate(cfg, validation, args.sigma)
-        finally:
-            tune.build_denoiser = build
-        return {"val": r["psnr"], "per": r.get("psnr_per_image"), "its": r.get("iterations")}
+        return scored(cfg, validation, copy.deepcopy(model).eval(), args.sigma)
 
-    images = training_images(make_split())
-    clean = PatchSampler(images, args.patch, args.patches, 0.0, 0.0, seed=1, device=torch.device("cpu"))()[0]
-    problem = instantiate(cfg.problem, x=clean, seed=3)
+    clean, problem = training_problem(cfg, args.patch, args.patches)
     physics, y = problem.physics, problem.y
     start = time.time()
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    order = torch.Generator().manual_seed(5)
+    opt, order, state = start_training(model, args.lr, args.resume)
     first, history = 1, []
-    if args.resume:
-        state = torch.load(args.resume, map_location="cpu")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        order.set_state(state["order"])
+    if state:
         x_star, first, history = state["x_star"], state["step"] + 1, state["history"]
     else:
         x_star = _first_solutions(model, problem, args)
@@ -193,10 +178,7 @@ def main() -> None:
         if step % args.val_every == 0:
             history.append({"step": step, "time_s": time.time() - start, **validate()})
             print(json.dumps(history[-1]), flush=True)
-            weights.save_atomic(model.state_dict(), out / f"step{step}.pt")
-            checkpoint = {"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state()}
-            state = {**checkpoint, "x_star": x_star, "step": step, "history": history}
-            weights.save_atomic(state, out / f"checkpoint{step}.pt")
+            save_checkpoint(out, step, model, opt, order, x_star=x_star, history=history)
     if args.ship:
         validated = bool(history) and history[-1]["step"] == args.steps  # the last step's score is already there
         ship(model, args, history, history[-1] if validated else validate())

@@ -23,6 +23,59 @@ CLASSICAL = ("tv", "wavelet", "bm3d")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def scored(cfg, problem, denoiser, sigma: float) -> dict:
+    """``denoiser`` scored as ``pnp.tune`` scores a setting (the configured scheme on ``problem``, the validation
+    images, at ``sigma``): mean PSNR (``val``, −inf where the tuner rejects the run), per image, iterations."""
+    import pnp.tune as tune
+
+    build = tune.build_denoiser
+    tune.build_denoiser = lambda *_: denoiser
+    try:
+        r = tune.evaluate(cfg, problem, sigma)
+    finally:
+        tune.build_denoiser = build
+    return {"val": r["psnr"], "per": r.get("psnr_per_image"), "its": r.get("iterations"), "conv": r.get("converged")}
+
+
+def training_problem(cfg, patch: int, count: int):
+    """(clean, problem): ``count`` fixed ``patch``² patches of the embedded training images and the configured problem
+    on them (its observations drawn once, seed 3)."""
+    from hydra.utils import instantiate
+
+    from pnp.data import PatchSampler, training_images
+
+    sampler = PatchSampler(training_images(make_split()), patch, count, 0.0, 0.0, seed=1, device=torch.device("cpu"))
+    clean = sampler()[0]
+    return clean, instantiate(cfg.problem, x=clean, seed=3)
+
+
+def save_checkpoint(out: Path, step: int, model, opt, order: torch.Generator, **extra) -> None:
+    """``step<N>.pt`` (the weights) and ``checkpoint<N>.pt`` (weights, optimiser, minibatch order, ``extra``)."""
+    from pnp import weights
+
+    weights.save_atomic(model.state_dict(), out / f"step{step}.pt")
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "order": order.get_state(), "step": step}
+    weights.save_atomic({**state, **extra}, out / f"checkpoint{step}.pt")
+
+
+def start_training(model, lr: float, resume: str | None):
+    """(Adam at ``lr``, the minibatch order's generator, the state of ``resume`` or None) with ``model`` in training
+    mode and, on resume, weights, optimiser and order restored (:func:`load_checkpoint`)."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(5)
+    return opt, order, load_checkpoint(resume, model, opt, order) if resume else None
+
+
+def load_checkpoint(path: str, model, opt, order: torch.Generator) -> dict:
+    """Restore what :func:`save_checkpoint` wrote; returns the whole state (its ``step`` and extras)."""
+    state = torch.load(path, map_location="cpu")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    order.set_state(state["order"])
+    return state
+
+
 def bm3d_available() -> bool:
     try:
         import bm3d  # noqa: F401
