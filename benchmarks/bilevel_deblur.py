@@ -27,21 +27,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import save_checkpoint, scored, start_training, training_problem
+from common import log_row, psnr, scored, start_training, training_problem, validation_checkpoint
 from hydra import compose, initialize_config_dir
 
 import pnp.tune as tune
 from pnp import weights
 from pnp.data import make_split
 from pnp.denoisers.ridge import RidgeRegularizer
-from pnp.tensors import batch_psnr
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pnp" / "configs"
-
-
-def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """Mean PSNR over the batch of ``x`` clipped to [0, 1], as pnp.tune scores."""
-    return float(batch_psnr(x.clamp(0, 1), ref).mean())
 
 
 def solve(model: RidgeRegularizer, physics, x: torch.Tensor, y: torch.Tensor, sigma: float, iters: int) -> torch.Tensor:
@@ -173,12 +167,9 @@ def main() -> None:
         opt.step()
         model.clamp_weights()
         if step % 10 == 0:
-            row = {"step": step, "train_psnr_batch": psnr(xs, clean[idx]), "cg_res": cg_residual}
-            print(json.dumps({**row, "t": round(time.time() - start)}), flush=True)
+            log_row({"step": step, "train_psnr_batch": psnr(xs, clean[idx]), "cg_res": cg_residual}, start)
         if step % args.val_every == 0:
-            history.append({"step": step, "time_s": time.time() - start, **validate()})
-            print(json.dumps(history[-1]), flush=True)
-            save_checkpoint(out, step, model, opt, order, x_star=x_star, history=history)
+            validation_checkpoint(out, step, start, validate(), history, model, opt, order, x_star=x_star)
     if args.ship:
         validated = bool(history) and history[-1]["step"] == args.steps  # the last step's score is already there
         ship(model, args, history, history[-1] if validated else validate())

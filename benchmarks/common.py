@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import platform
 import time
 from pathlib import Path
@@ -47,6 +48,25 @@ def training_problem(cfg, patch: int, count: int):
     sampler = PatchSampler(training_images(make_split()), patch, count, 0.0, 0.0, seed=1, device=torch.device("cpu"))
     clean = sampler()[0]
     return clean, instantiate(cfg.problem, x=clean, seed=3)
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean PSNR over the batch of ``x`` clipped to [0, 1], as pnp.tune scores."""
+    from pnp.tensors import batch_psnr
+
+    return float(batch_psnr(x.clamp(0, 1), ref).mean())
+
+
+def log_row(row: dict, start: float) -> None:
+    """A training row as a JSON line on stdout, with the seconds since ``start``."""
+    print(json.dumps({**row, "t": round(time.time() - start)}), flush=True)
+
+
+def validation_checkpoint(out: Path, step: int, start: float, scores: dict, history: list, model, opt, order, **extra):
+    """Append ``scores`` of ``step`` to ``history``, print them and :func:`save_checkpoint` (history and ``extra``)."""
+    history.append({"step": step, "time_s": time.time() - start, **scores})
+    print(json.dumps(history[-1]), flush=True)
+    save_checkpoint(out, step, model, opt, order, history=history, **extra)
 
 
 def save_checkpoint(out: Path, step: int, model, opt, order: torch.Generator, **extra) -> None:

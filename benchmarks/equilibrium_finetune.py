@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from bilevel_deblur import psnr
-from common import save_checkpoint, scored, start_training, training_problem
+from common import log_row, psnr, scored, start_training, training_problem, validation_checkpoint
 from hydra import compose, initialize_config_dir
 
 import pnp.tune as tune
@@ -116,10 +115,9 @@ def main() -> None:
     else:
         history.append({"step": 0, "time_s": 0.0, **validate()})
         print(json.dumps(history[-1]), flush=True)
-        chunks = range(0, args.patches, 16)
-        x0 = problem.x0
-        sl = [slice(i, i + 16) for i in chunks]
-        x_star = torch.cat([pgd(model, physics, x0[s], y[s], args.sigma, theta, gamma, args.start_iters) for s in sl])
+        x0, its = problem.x0, args.start_iters
+        chunks = (slice(i, i + 16) for i in range(0, args.patches, 16))
+        x_star = torch.cat([pgd(model, physics, x0[c], y[c], args.sigma, theta, gamma, its) for c in chunks])
         row = {"step": 0, "train_psnr": psnr(x_star, clean), "start_psnr": psnr(problem.x0, clean)}
         print(json.dumps(row), flush=True)
     for step in range(first, args.steps + 1):
@@ -131,12 +129,9 @@ def main() -> None:
         implicit_surrogate(model, physics, xs, y[idx], clean[idx], args.sigma, theta, gamma, args.neumann).backward()
         opt.step()
         if step % 10 == 0:
-            row = {"step": step, "train_psnr_batch": psnr(xs, clean[idx]), "inner_change": residual}
-            print(json.dumps({**row, "t": round(time.time() - start)}), flush=True)
+            log_row({"step": step, "train_psnr_batch": psnr(xs, clean[idx]), "inner_change": residual}, start)
         if step % args.val_every == 0:
-            history.append({"step": step, "time_s": time.time() - start, **validate()})
-            print(json.dumps(history[-1]), flush=True)
-            save_checkpoint(out, step, model, opt, order, x_star=x_star, history=history)
+            validation_checkpoint(out, step, start, validate(), history, model, opt, order, x_star=x_star)
 
 
 if __name__ == "__main__":
