@@ -15,7 +15,7 @@ from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
 from pnp.images import load_image
 from pnp.monitor import ConvergenceMonitor
-from pnp.solve import solve
+from pnp.solve import solve, summary
 
 
 class ShrinkDenoiser(Denoiser):
@@ -52,9 +52,10 @@ def solve_tiny(scheme, problem, model, guarantee, max_iter: int, tol: float, sig
 
 
 def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
-    """('ok' | 'user error' | 'bad: …', stderr): what ``python -m pnp.solve <overrides>`` would end with, in this
-    process (a subprocess costs seconds of imports): :func:`pnp.cli.entry`'s composition check, then what
-    ``pnp.solve.main`` does (tuned strengths, :func:`pnp.solve.solve`), under the same ``user_errors`` guard."""
+    """('ok', the run's one-line summary) or ('user error' | 'bad: …', stderr): what ``python -m pnp.solve
+    <overrides>`` would end with, in this process (a subprocess costs seconds of imports): :func:`pnp.cli.entry`'s
+    composition check, then what ``pnp.solve.main`` does (tuned strengths, :func:`pnp.solve.solve`), under the same
+    ``user_errors`` guard."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), user_errors():
@@ -71,7 +72,8 @@ def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
     except Exception as exc:
         return f"bad: {type(exc).__name__}: {str(exc)[:200]}", err.getvalue()
     on_disk = json.loads((run_dir / "metrics.json").read_text())
-    finite = all(math.isfinite(on_disk[k]) for k in ("psnr", "ssim", "final_rel_residual"))
+    rows = on_disk.get("images", [on_disk])  # a folder's run: one row per image
+    finite = all(math.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "final_rel_residual") if k in r)
     if not finite and (metrics["converged"] or not metrics["diverged"]):
         return "bad: non-finite metrics in a run not reported diverged", ""
-    return "ok", ""
+    return "ok", summary(metrics)

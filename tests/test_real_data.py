@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import ShrinkDenoiser, small_image
+from conftest import ShrinkDenoiser, run_like_the_cli, small_image
 from hydra.errors import InstantiationException
 from skimage import io, util
-from test_cli import assert_user_error, solve
+from test_cli import assert_user_error, solve, solve_here
 
 from pnp.config import composed, warm_start
 from pnp.errors import ConfigError
@@ -104,8 +104,7 @@ def test_a_sinogram_file_gives_a_reconstruction_scored_against_a_given_ground_tr
     io.imsave(truth, util.img_as_ubyte(x[0, 0].numpy()), check_contrast=False)
     run = tmp_path / "run"
     args = [f"measurement.path={sino}", "image.size=32", "problem.angles=20", f"image.path={truth}"]
-    proc = solve("+problem=ct", *args, *FEW, run_dir=run)
-    assert proc.returncode == 0, proc.stderr
+    solve_here("+problem=ct", *args, *FEW, run_dir=run)
     m = strict_json(run / "metrics.json")
     assert np.load(run / "reconstruction.npy").shape == (32, 32)
     assert m["psnr"] > m["psnr_init"] and m["psnr_observation"] is None  # from the FBP, better after 6 iterations
@@ -113,9 +112,8 @@ def test_a_sinogram_file_gives_a_reconstruction_scored_against_a_given_ground_tr
 
 def test_init_path_warm_starts_from_a_saved_reconstruction(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert solve("+problem=deblur", "image.size=32", *FEW, run_dir=first).returncode == 0
-    proc = solve("+problem=deblur", "image.size=32", f"init.path={first / 'reconstruction.npy'}", *FEW, run_dir=second)
-    assert proc.returncode == 0, proc.stderr
+    solve_here("+problem=deblur", "image.size=32", *FEW, run_dir=first)
+    solve_here("+problem=deblur", "image.size=32", f"init.path={first / 'reconstruction.npy'}", *FEW, run_dir=second)
     assert np.array_equal(np.load(second / "init.npy"), np.load(first / "reconstruction.npy"))
     a, b = strict_json(first / "metrics.json"), strict_json(second / "metrics.json")
     assert b["psnr_init"] == pytest.approx(a["psnr"], abs=1e-4)
@@ -127,8 +125,9 @@ def test_image_folder_solves_every_image_in_batches_grouped_by_size(tmp_path):
     for name, source, size in (("a", "camera", 32), ("b", "moon", 40), ("c", "coins", 32)):
         io.imsave(folder / f"{name}.png", util.img_as_ubyte(load_image(source, size=size)[0, 0].numpy()))
     run = tmp_path / "run"
-    proc = solve("+problem=deblur", f"image.folder={folder}", "image.size=null", "batch_size=2", *FEW, run_dir=run)
-    assert proc.returncode == 0, proc.stderr
+    _, line = solve_here(
+        "+problem=deblur", f"image.folder={folder}", "image.size=null", "batch_size=2", *FEW, run_dir=run
+    )
     m = strict_json(run / "metrics.json")
     rows = m["images"]
     assert [(r["name"], r["size"]) for r in rows] == [("a", "32x32"), ("b", "40x40"), ("c", "32x32")]
@@ -140,7 +139,7 @@ def test_image_folder_solves_every_image_in_batches_grouped_by_size(tmp_path):
         assert strict_json(run / r["name"] / "metrics.json")["psnr"] == pytest.approx(r["psnr"])
     with (run / "summary.csv").open() as f:
         assert [row["name"] for row in csv.DictReader(f)] == ["a", "b", "c"]
-    assert "3 images in 2 batch(es)" in proc.stdout
+    assert "3 images in 2 batch(es)" in line
 
 
 def test_measurement_folder_reconstructs_every_measurement(tmp_path):
@@ -149,8 +148,7 @@ def test_measurement_folder_reconstructs_every_measurement(tmp_path):
     blurred_png(folder, "camera", 48, "one.png")
     blurred_png(folder, "moon", 32, "two.png")
     run = tmp_path / "run"
-    proc = solve("+problem=deblur", f"measurement.folder={folder}", *FEW, run_dir=run)
-    assert proc.returncode == 0, proc.stderr
+    solve_here("+problem=deblur", f"measurement.folder={folder}", *FEW, run_dir=run)
     rows = strict_json(run / "metrics.json")["images"]
     assert [(r["name"], r["size"]) for r in rows] == [("one", "48x48"), ("two", "32x32")]
     assert all("psnr" not in r for r in rows)
@@ -158,15 +156,8 @@ def test_measurement_folder_reconstructs_every_measurement(tmp_path):
 
 
 def test_a_diverged_run_writes_strict_json(tmp_path):
-    proc = solve(
-        "+problem=deblur",
-        "scheme.stepsize=100",
-        "denoiser=dncnn",
-        "image.size=32",
-        "monitor.max_iter=20",
-        run_dir=tmp_path,
-    )
-    assert proc.returncode == 3, proc.stderr
+    args = ("+problem=deblur", "scheme.stepsize=100", "denoiser=dncnn", "image.size=32", "monitor.max_iter=20")
+    solve_here(*args, run_dir=tmp_path)  # its exit status 3: tests/test_cli.py
     m = strict_json(tmp_path / "metrics.json")
     assert m["diverged"] and np.load(tmp_path / "reconstruction.npy").shape == (32, 32)
 
@@ -304,9 +295,24 @@ def bad_files(folder: Path) -> dict[str, Path]:
     ],
 )
 def test_bad_files_are_one_clear_line(args, fragments, tmp_path):
+    """What the command line ends with, in this process (each command line costs seconds of imports; the test
+    below runs one case as a command line)."""
     files = {k: str(v) for k, v in bad_files(tmp_path).items()}
-    proc = solve(*(a.format(folder=tmp_path, **files) for a in args), *FEW, run_dir=tmp_path / "run")
-    assert_one_error(proc, *fragments)
+    outcome, stderr = run_like_the_cli([*(a.format(folder=tmp_path, **files) for a in args), *FEW], tmp_path / "run")
+    assert outcome == "user error", stderr
+    assert "Traceback" not in stderr and all(fragment in stderr for fragment in fragments), stderr
+
+
+def test_a_bad_file_is_one_clear_line_at_the_command_line(tmp_path):
+    files = bad_files(tmp_path)
+    proc = solve(
+        "+problem=deblur",
+        f"measurement.path={files['blurred']}",
+        f"problem.kernel_path={files['negative']}",
+        *FEW,
+        run_dir=tmp_path / "run",
+    )
+    assert_one_error(proc, "negative entries")
 
 
 @pytest.mark.parametrize(
