@@ -6,7 +6,11 @@ import contextlib
 import io
 import json
 import math
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 from deepinv.models import Denoiser
@@ -77,3 +81,22 @@ def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
     if not finite and (metrics["converged"] or not metrics["diverged"]):
         return "bad: non-finite metrics in a run not reported diverged", ""
     return "ok", summary(metrics)
+
+
+def run_entry_point(function: Callable[[], None], argv: list[str]) -> tuple[int, str, str]:
+    """A console script's function (``pnp.cli.solve``, …) called as pip's launcher calls it, with ``argv``, in this
+    process (a subprocess costs seconds of imports): its exit status, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.object(sys, "argv", argv),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", r"'pnp\.\w+' found in sys\.modules", RuntimeWarning)  # runpy: imported
+        try:
+            function()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+    return code, out.getvalue(), err.getvalue()

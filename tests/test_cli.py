@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_like_the_cli
+from conftest import run_entry_point, run_like_the_cli
 from skimage import io
 
-from pnp.cli import check_composition
+from pnp.cli import check_composition, train
+from pnp.cli import solve as solve_script
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["image.size=32", "monitor.max_iter=6", "monitor.check_every=3", "device=cpu"]
@@ -45,6 +46,11 @@ def plot_script(folder: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=120,
     )
+
+
+def plot_here() -> None:
+    """scripts/plot_convergence.py in this process (with :func:`conftest.run_entry_point`)."""
+    runpy.run_path(str(ROOT / "scripts" / "plot_convergence.py"), run_name="__main__")
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -160,7 +166,8 @@ def test_sweep_and_plot_script(tmp_path):
     assert plot.returncode == 0, plot.stderr
     for name in ("summary.csv", "summary.md", "sweep_convergence.png"):
         assert (sweep / name).stat().st_size > 0
-    assert plot_script(runs[0]).returncode == 0  # a single run's folder: its own figure stays
+    code, _, err = run_entry_point(plot_here, ["plot_convergence.py", str(runs[0])])  # here: one process is enough
+    assert code == 0, err  # a single run's folder: its own figure stays
     assert (runs[0] / "sweep_convergence.png").exists()
     assert all((run / "convergence.png").read_bytes() == figure for run, figure in own.items())
     with (sweep / "summary.csv").open() as f:
@@ -173,13 +180,9 @@ def test_sweep_and_plot_script(tmp_path):
     assert (sweep / "summary.md").read_text().count("\n|") >= 5
 
 
-def test_plot_script_rejects_a_folder_without_runs(tmp_path, monkeypatch, capsys):
-    """In this process (the sweep test above runs the script as a process)."""
-    monkeypatch.setattr(sys, "argv", ["plot_convergence.py", str(tmp_path)])
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(ROOT / "scripts" / "plot_convergence.py"), run_name="__main__")
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.startswith("error: ") and "no runs" in err, err
+def test_plot_script_rejects_a_folder_without_runs(tmp_path):
+    code, _, err = run_entry_point(plot_here, ["plot_convergence.py", str(tmp_path)])
+    assert code == 2 and err.startswith("error: ") and "no runs" in err, err
 
 
 def test_user_colour_image_and_seed_reproducibility(tmp_path):
@@ -373,17 +376,14 @@ def test_every_entry_point_reports_config_mistakes_in_one_line(module, args, fra
 
 
 @pytest.mark.parametrize(
-    ("module", "own", "foreign"), [("pnp.solve", "problem", "recipe"), ("pnp.train", "recipe", "problem")]
+    ("script", "own", "foreign"), [(solve_script, "problem", "recipe"), (train, "recipe", "problem")]
 )
-def test_help_lists_only_the_entry_points_groups(module, own, foreign):
-    proc = subprocess.run(
-        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    groups = [
-        line.split()[0] for line in proc.stdout.split("keys (key=value):")[0].splitlines() if line.startswith("  ")
-    ]
-    assert own in groups and foreign not in groups and "tuned" not in groups, proc.stdout
+def test_help_lists_only_the_entry_points_groups(script, own, foreign):
+    """In this process (tests/test_package.py runs ``python -m pnp.solve --help`` as a process)."""
+    code, stdout, stderr = run_entry_point(script, ["pnp", "--help"])
+    assert code == 0, stderr
+    groups = [line.split()[0] for line in stdout.split("keys (key=value):")[0].splitlines() if line.startswith("  ")]
+    assert own in groups and foreign not in groups and "tuned" not in groups, stdout
 
 
 def test_one_log_summary_on_stdout_warnings_on_stderr_and_both_in_the_run_log(tmp_path):

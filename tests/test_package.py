@@ -10,9 +10,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_entry_point
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +37,12 @@ def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     module, function = SCRIPTS[name].split(":")
     launcher = f"import sys; from {module} import {function}; sys.exit({function}())"
     return subprocess.run([sys.executable, "-c", launcher, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def script_function(name: str) -> Callable[[], None]:
+    """The function the console script ``name`` calls."""
+    module, function = SCRIPTS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def test_the_wheel_carries_every_config_the_weights_and_the_console_scripts(tmp_path):
@@ -79,7 +87,6 @@ def test_a_console_script_reports_a_mistake_as_its_module_does(tmp_path):
     assert "did you mean `deblur`?" in proc.stderr and not (tmp_path / "run").exists()
 
 
-@pytest.mark.filterwarnings("ignore:'pnp\\.\\w+' found in sys.modules:RuntimeWarning")  # runpy: already imported
 @pytest.mark.parametrize(
     ("script", "args", "fragment"),
     [
@@ -88,16 +95,10 @@ def test_a_console_script_reports_a_mistake_as_its_module_does(tmp_path):
         ("pnp-tune", ["+problem=deblur", "tune.parm=denoiser.theta"], "did you mean `tune.param`?"),
     ],
 )
-def test_the_other_console_scripts_report_a_mistake_as_their_modules_do(
-    script, args, fragment, tmp_path, monkeypatch, capsys
-):
+def test_the_other_console_scripts_report_a_mistake_as_their_modules_do(script, args, fragment, tmp_path):
     """The function pip's launcher calls, in this process (the test above runs one as a process)."""
-    module, function = SCRIPTS[script].split(":")
-    monkeypatch.setattr(sys, "argv", [script, *args, f"hydra.run.dir={tmp_path / 'run'}"])
-    with pytest.raises(SystemExit) as stop:
-        getattr(importlib.import_module(module), function)()
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    code, _, err = run_entry_point(script_function(script), [script, *args, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment in err and not (tmp_path / "run").exists()
 
 
@@ -105,9 +106,9 @@ def test_help_names_the_groups_and_the_main_keys_for_the_module_and_its_script(t
     module = subprocess.run(
         [sys.executable, "-m", "pnp.solve", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    script = run_script("pnp-solve", "--help", cwd=tmp_path)
-    assert module.returncode == script.returncode == 0, module.stderr + script.stderr
-    assert module.stdout == script.stdout
+    code, stdout, stderr = run_entry_point(script_function("pnp-solve"), ["pnp-solve", "--help"])
+    assert module.returncode == code == 0, module.stderr + stderr
+    assert module.stdout == stdout
     groups, keys = module.stdout.split("keys (key=value):")
     listed = [line.split()[0] for line in groups.splitlines() if line.startswith("  ")]
     assert {"problem", "scheme", "denoiser"} <= set(listed), module.stdout
