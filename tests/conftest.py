@@ -97,6 +97,6 @@ def run_entry_point(function: Callable[[], None], argv: list[str]) -> tuple[int,
         try:
             function()
             code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
+        except SystemExit as stop:  # sys.exit(None) is success, sys.exit("message") failure, as for a process
+            code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
     return code, out.getvalue(), err.getvalue()
