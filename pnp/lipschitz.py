@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from pnp.tensors import batch_dot, batch_norm, per_element, unit
 
+POWER_CHECK_EVERY = 8  # power iterations between convergence tests (each a host sync on an accelerator)
+
 
 def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor):
     """(y, J·, Jᵀ·) at ``x``: J v by double backward through a dummy cotangent, Jᵀ w by backward.
@@ -120,9 +122,17 @@ def jacobian_sq_norm_penalty_estimate(
 
 
 def conv_spectral_norm(
-    weight: torch.Tensor, size: int = 64, n_iter: int = 200, v: torch.Tensor | None = None, tol: float = 1e-7
+    weight: torch.Tensor,
+    size: int = 64,
+    n_iter: int = 200,
+    v: torch.Tensor | None = None,
+    tol: float = 1e-7,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """‖W‖₂ of the zero-padded 'same' convolution with ``weight`` on ``size``×``size`` inputs, by power iteration.
+    """‖W‖₂ of the zero-padded 'same' convolution with ``weight`` on ``size``×``size`` inputs, by power iteration,
+    stopped when one iteration changes the estimate by at most ``tol`` (relative), tested every ``check_every``
+    iterations (None: every iteration on the CPU, every :data:`POWER_CHECK_EVERY` on an accelerator, where each test
+    is a host sync).
 
     Returns (norm, v) with v the (detached) right singular vector, to warm-start the next call."""
     pad = weight.shape[-1] // 2
@@ -131,16 +141,16 @@ def conv_spectral_norm(
         v = torch.randn(1, weight.shape[1], size, size, generator=g, dtype=weight.dtype).to(weight.device)
     v = unit(v)
     norm = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    if check_every is None:
+        check_every = 1 if weight.device.type == "cpu" else POWER_CHECK_EVERY
     with torch.no_grad():
-        for _ in range(n_iter):
-            u = F.conv2d(v, weight, padding=pad)
-            v_next = F.conv_transpose2d(u, weight, padding=pad)
-            new = batch_norm(u)[0]
-            v = unit(v_next)
-            if (new - norm).abs() <= tol * new:
-                norm = new
+        for start in range(0, n_iter, check_every):
+            for _ in range(min(check_every, n_iter - start)):
+                u = F.conv2d(v, weight, padding=pad)
+                v = unit(F.conv_transpose2d(u, weight, padding=pad))
+                norm, previous = batch_norm(u)[0], norm
+            if (norm - previous).abs() <= tol * norm:
                 break
-            norm = new
     return norm, v
 
 
@@ -154,10 +164,12 @@ def conv_norm_bound(weight: torch.Tensor, grid: int = 64, detach: bool = True) -
     s of degree ≤ d(|t₁| + |t₂|)/|t|, so Szegő's inequality q′² + n²q² ≤ n²‖q‖²_∞ gives q ≥ S cos(n s) ≥
     S cos(2dπ/M) at the grid point: ‖W‖₂ ≤ max_grid ‖K̂‖₂ / cos(2dπ/M). For 3×3 kernels and M = 64 the bound
     exceeds the supremum by < 0.5 %.
-    ``detach=False`` keeps it differentiable in the weights (to normalise a kernel while training).
+    ``detach=False`` keeps it differentiable in the weights (to normalise a kernel while training). Detached, it is
+    computed on the CPU (LAPACK, float64) whatever the weights' device: the certificate is the same number on every
+    device, and a batched complex SVD is slow on accelerators.
     """
     degree = weight.shape[-1] // 2
-    kernel = (weight.detach() if detach else weight).double()
+    kernel = weight.detach().cpu().double() if detach else weight.double()
     symbol = torch.fft.rfft2(kernel, s=(grid, grid))  # K̂(−ω) = conj K̂(ω): half the grid suffices
     top = torch.linalg.matrix_norm(symbol.permute(2, 3, 0, 1), ord=2).amax()
-    return (top / math.cos(2 * degree * math.pi / grid)).to(weight.dtype)
+    return (top / math.cos(2 * degree * math.pi / grid)).to(device=weight.device, dtype=weight.dtype)

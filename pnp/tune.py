@@ -242,17 +242,22 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return record
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="tune")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        record = tune(cfg, Path(HydraConfig.get().runtime.output_dir))
+def report(cfg: DictConfig, record: dict[str, Any]) -> str:
+    """The run's one line: the best value, its validation PSNR, and whether the tuned file was written."""
     best = record["best"]
-    log.info(
+    return (
         f"{cfg.denoiser.name}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
         f"{', '.join(record['validation_images'])} ({best['iterations']} it)"
         + (f"; written to {tuned_file(cfg)}" if record["shipped"] else "")
         + ("; the tuned file there scores higher: kept" if cfg.tune.ship and not record["shipped"] else "")
     )
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="tune")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        record = tune(cfg, Path(HydraConfig.get().runtime.output_dir))
+    log.info(report(cfg, record))
 
 
 if __name__ == "__main__":

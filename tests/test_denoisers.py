@@ -214,6 +214,10 @@ def test_power_iteration_matches_exact_spectral_norm():
     )
     norm, _ = conv_spectral_norm(weight, size=6, n_iter=5000, tol=1e-14)
     assert float(norm) == pytest.approx(torch.linalg.matrix_norm(explicit, 2).item(), rel=1e-6)
+    chunked, _ = conv_spectral_norm(weight, size=6, n_iter=5000, tol=1e-14, check_every=8)  # an accelerator's test
+    assert float(chunked) == pytest.approx(float(norm), rel=1e-9)
+    first, _ = conv_spectral_norm(weight, size=6, n_iter=1, check_every=8)  # never more than n_iter iterations
+    assert 0 < float(first) < float(norm) and float(first) != pytest.approx(float(norm), rel=1e-3)
 
 
 def test_conv_norm_bound_is_above_the_norm_at_every_size_and_tight():

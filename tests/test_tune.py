@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -13,15 +15,17 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from pnp.cli import refuse_composition_mistakes, user_errors
 from pnp.config import CONFIGS, apply_tuned, label, tuned_path
-from pnp.tune import beats_shipped, converged_in_budget, log_grid, tuned_setting
+from pnp.tune import beats_shipped, converged_in_budget, log_grid, report, tuned_setting
+from pnp.tune import tune as run_tune
 from pnp.weights import SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["image.size=32", "monitor.max_iter=15", "monitor.check_every=5", "device=cpu", "tune.points=3"]
 
 
-def tune(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
+def tune_process(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pnp.tune", *args, *TINY, f"hydra.run.dir={run_dir}"],
         cwd=ROOT,
@@ -29,6 +33,22 @@ def tune(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def tune(*args: str, run_dir: Path) -> SimpleNamespace:
+    """What ``python -m pnp.tune <args>`` ends with (``returncode``, ``stdout``: its report line, ``stderr``), in this
+    process (a subprocess costs seconds of imports): the entry point's composition check, then what
+    ``pnp.tune.main`` does, under the same ``user_errors`` guard. ``tune_process`` runs the real entry point."""
+    overrides, err = [*args, *TINY], io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), user_errors():
+            refuse_composition_mistakes(overrides, "tune", ("problem",))
+            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+                cfg = compose("tune", overrides=overrides)
+            line = report(cfg, run_tune(cfg, run_dir))
+    except SystemExit as stop:
+        return SimpleNamespace(returncode=stop.code, stdout="", stderr=err.getvalue())
+    return SimpleNamespace(returncode=0, stdout=line, stderr=err.getvalue())
 
 
 def test_log_grid():
@@ -102,7 +122,9 @@ def test_blind_denoisers_tune_theta_and_mistakes_are_one_line(tmp_path):
 def test_tuning_refuses_data_of_its_own(tmp_path):
     """The tuner scores simulated validation images: a measurement, a folder, a warm start or an image is refused in
     one line (it would otherwise be ignored silently)."""
-    proc = tune("+problem=deblur", "denoiser=tv", "measurement.path=blurred.png", "init.path=x.npy", run_dir=tmp_path)
+    proc = tune_process(
+        "+problem=deblur", "denoiser=tv", "measurement.path=blurred.png", "init.path=x.npy", run_dir=tmp_path
+    )
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
     assert "measurement.path, init.path" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
