@@ -9,7 +9,7 @@ Gaussian measurements at 64² and with deepinv's single-pixel camera at 256². E
 ``python -m pnp.tune`` chose on the *validation* images (``pnp/configs/tuned/<problem>_<prior>.yaml``, see
 ``scripts/tune_defaults.sh``); the test images (camera, astronaut, coffee) run as one batch of PnP-PGD with
 γ = 1/‖A‖² (or PnP-ADMM at its tuned penalty where the tuned file chose it), at most ``--max-iter`` iterations (or
-the larger budget a prior's config sets: ``tv`` and ``pnn`` 2000, ``wcrr`` 5000), tol
+the larger budget a prior's config sets: ``tv``, ``pnn``, ``lpn`` and ``euler_conditional`` 2000, ``wcrr`` 5000), tol
 1e-5 on c_k (the explicit ridge priors: the scheme their config selects, monotone accelerated gradient on the same
 objective f + R_σ/γ, at most ``--max-iter-agd`` iterations). Per row: PSNR and SSIM (means over the images), the images
 whose c_k fell below tol (converged) and whose c_k never rose after iteration 20 (monotone), the mean iterations to tol,
