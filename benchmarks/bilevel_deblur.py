@@ -28,14 +28,12 @@ from pathlib import Path
 
 import torch
 from common import log_row, psnr, scored, start_training, training_problem, validation_checkpoint
-from hydra import compose, initialize_config_dir
 
 import pnp.tune as tune
 from pnp import weights
+from pnp.config import composed
 from pnp.data import make_split
 from pnp.denoisers.ridge import RidgeRegularizer
-
-CONFIGS = Path(__file__).resolve().parents[1] / "pnp" / "configs"
 
 
 def solve(model: RidgeRegularizer, physics, x: torch.Tensor, y: torch.Tensor, sigma: float, iters: int) -> torch.Tensor:
@@ -139,8 +137,7 @@ def main() -> None:
     if args.init:
         model.load_state_dict(torch.load(args.init, map_location="cpu"))
     overrides = [f"+problem={args.problem}", f"denoiser={args.prior}", "image.size=128", "device=cpu"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("tune", overrides=overrides)
+    cfg = composed(*overrides, config="tune")
     validation = tune.validation_problem(cfg, torch.device("cpu"))
 
     def validate() -> dict:

@@ -166,16 +166,7 @@ def run_and_summarise(problem: Problem, scheme: Scheme, den, sigma: float, max_i
     """Run ``scheme`` on ``problem`` and return (:func:`summarise` row, curves of the first image)."""
     monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
     start = time.perf_counter()
-    result = scheme.run(
-        problem.y,
-        problem.physics,
-        den,
-        problem.x0,
-        sigma=sigma,
-        norm=problem.norm,
-        monitor=monitor,
-        x_true=problem.x_true,
-    )
+    result = scheme.solve(problem, den, sigma=sigma, monitor=monitor)
     h = result.history
     curve: dict[str, Any] = {
         "iter": list(range(1, h.iterations + 1)),

@@ -37,14 +37,11 @@ from pathlib import Path
 
 import torch
 from common import log_row, psnr, scored, start_training, training_problem, validation_checkpoint
-from hydra import compose, initialize_config_dir
 
 import pnp.tune as tune
 from pnp import weights
-from pnp.config import apply_tuned
+from pnp.config import apply_tuned, composed
 from pnp.denoisers.relaxed import Relaxed
-
-CONFIGS = Path(__file__).resolve().parents[1] / "pnp" / "configs"
 
 
 def pgd(model, physics, x, y, sigma: float, theta: float, gamma: float, iters: int) -> torch.Tensor:
@@ -93,8 +90,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     overrides = [f"+problem={args.problem}", f"denoiser={args.prior}", f"image.size={args.val_size}", "device=cpu"]
     overrides.append("tune.require_converged=true")  # a setting scores only where it reaches tol, as the tuner's
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("tune", overrides=overrides)
+    cfg = composed(*overrides, config="tune")
     apply_tuned(cfg, overrides)
     theta = float(cfg.denoiser.get("theta", 1.0))
     model = weights.pretrained(cfg.denoiser.model.name)

@@ -77,17 +77,7 @@ def run(
     limit = max(max_iter[name], budget) if config_budget else max_iter[name]
     monitor = ConvergenceMonitor(max_iter=limit, tol=TOL, progress=False)
     start = time.perf_counter()
-    result = scheme.run(
-        problem.y,
-        problem.physics,
-        den,
-        x0,
-        sigma=sigma,
-        norm=problem.norm,
-        monitor=monitor,
-        x_true=problem.x_true,
-        guarantee=guarantee,
-    )
+    result = scheme.solve(problem, den, x0=x0, sigma=sigma, monitor=monitor, guarantee=guarantee)
     seconds = time.perf_counter() - start
     h, s = result.history, RunSummary.of(problem, result)  # the summary metrics.json reports
     row = {

@@ -17,14 +17,13 @@ import runpy
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from pnp.config import CONFIGS
+from pnp.config import CONFIGS, available, composed
 from pnp.errors import ConfigError
 
 EXIT_USER_ERROR, EXIT_DIVERGED = 2, 3
@@ -79,10 +78,6 @@ def closest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean `{match[0]}`?)" if match else ""
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
-
-
 def groups_of(cfg: DictConfig) -> list[str]:
     """The config groups an entry point composes (its defaults list, Hydra's own left out)."""
     return sorted(g for g in cfg.hydra.runtime.choices if not g.startswith("hydra"))
@@ -96,8 +91,7 @@ class Composer:
         self.config_name, self.added, self.searchpath = config_name, added, searchpath
 
     def __call__(self, overrides: list[str]) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(self.config_name, overrides=[*self.searchpath, *overrides], return_hydra_config=True)
+        return composed(*self.searchpath, *overrides, config=self.config_name, hydra=True)
 
     @functools.cached_property
     def base(self) -> DictConfig:
@@ -113,7 +107,7 @@ class Composer:
         if isinstance(err, MissingConfigException):
             found = re.search(r"Could not find '([^']+)/([^']+)'", str(err))
             group, value = found.groups() if found else (key, value)
-            options = group_options(group)
+            options = available(group)
             listed = ", ".join(options)
             return f"{override}: {group} has no option `{value}`{closest(value, options)}; options: {listed}"
         groups = self.groups()
@@ -222,7 +216,7 @@ def help_text(composer: Composer, summary: str) -> str:
     for group in composer.groups():
         required = group in composer.added
         default = f" (required: +{group}=…)" if required else f" (default {choices[group] or 'none'})"
-        lines.append(f"  {group:<12} {', '.join(group_options(group))}{default}")
+        lines.append(f"  {group:<12} {', '.join(available(group))}{default}")
     lines.append("keys (key=value):")
     for key, value in OmegaConf.to_container(cfg, resolve=False).items():
         if key != "hydra":

@@ -179,12 +179,13 @@ def guarantee_of(cfg: DictConfig) -> Guarantee:
     return equivariant(g, cfg.equivariant.mode) if cfg.get("equivariant") else g
 
 
-def composed(*overrides: str) -> DictConfig:
-    """``solve.yaml`` composed with ``overrides`` outside any Hydra run (scripts, benchmarks)."""
+def composed(*overrides: str, config: str = "solve", hydra: bool = False) -> DictConfig:
+    """``<config>.yaml`` (``solve``, ``tune``, ``train``, …) composed with ``overrides`` outside any Hydra run
+    (scripts, benchmarks, the entry points' composition check); ``hydra``: with Hydra's own ``hydra`` node."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose("solve", overrides=list(overrides))
+        return compose(config, overrides=list(overrides), return_hydra_config=hydra)
 
 
 def compose_denoiser(name: str, device: torch.device, overrides: tuple[str, ...] = ()) -> tuple[Denoiser, float | None]:

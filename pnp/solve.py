@@ -96,17 +96,8 @@ def run(cfg: DictConfig, problem: Problem, denoiser: Denoiser, device: torch.dev
     """The configured scheme on ``problem`` (a batch: one run, each image stopping on its own); its wall time."""
     scheme, fidelity, monitor = instantiate(cfg.scheme), instantiate(cfg.fidelity), instantiate(cfg.monitor)
     start = time.perf_counter()
-    result = scheme.run(
-        problem.y,
-        problem.physics,
-        denoiser,
-        problem.x0,
-        sigma=denoiser_sigma(cfg),
-        norm=problem.norm,
-        fidelity=fidelity,
-        monitor=monitor,
-        x_true=problem.x_true,
-        guarantee=guarantee_of(cfg),
+    result = scheme.solve(
+        problem, denoiser, sigma=denoiser_sigma(cfg), fidelity=fidelity, monitor=monitor, guarantee=guarantee_of(cfg)
     )
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -75,16 +75,14 @@ def evaluate(cfg: DictConfig, problem: Problem, value: float) -> dict[str, Any]:
     device = problem.x_true.device
     start = time.perf_counter()
     try:
-        result = instantiate(cfg.scheme).run(
-            problem.y,
-            problem.physics,
+        result = instantiate(cfg.scheme).solve(
+            problem,
             build_denoiser(cfg, device, torch.float32),
-            problem.x0,
             sigma=denoiser_sigma(cfg),
-            norm=problem.norm,
             fidelity=instantiate(cfg.fidelity),
             monitor=instantiate(cfg.monitor),
             guarantee=guarantee_of(cfg),
+            x_true=None,  # scored at the end only
         )
     except ConfigError as err:  # e.g. strict=true and no theorem covers this value
         return {"value": value, "psnr": -math.inf, "error": str(err)}

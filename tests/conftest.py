@@ -10,16 +10,20 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from unittest import mock
 
 import torch
 from deepinv.models import Denoiser
+from omegaconf import DictConfig
 
 from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
 from pnp.images import load_image
 from pnp.monitor import ConvergenceMonitor
 from pnp.solve import solve, summary
+
+T = TypeVar("T")
 
 
 class ShrinkDenoiser(Denoiser):
@@ -43,38 +47,40 @@ def solve_tiny(scheme, problem, model, guarantee, max_iter: int, tol: float, sig
     """``scheme`` on the small ``problem`` with the prior ``model`` at ``sigma`` (a :class:`pnp.guarantees.Guarantee`
     declared for it), under a silent monitor."""
     monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
-    return scheme.run(
-        problem.y,
-        problem.physics,
-        model,
-        problem.x0,
-        sigma=sigma,
-        norm=problem.norm,
-        monitor=monitor,
-        guarantee=guarantee,
-    )
+    return scheme.solve(problem, model, sigma=sigma, monitor=monitor, guarantee=guarantee)
+
+
+def as_the_cli(entry: str, overrides: list[str], body: Callable[[DictConfig], T]) -> tuple[int, T | None, str]:
+    """What ``python -m pnp.<entry> <overrides>`` ends with, in this process (a subprocess costs seconds of imports):
+    :func:`pnp.cli.entry`'s composition check, ``<entry>.yaml`` composed, then ``body(cfg)`` (what the entry point's
+    ``main`` does) under the same ``user_errors`` guard. (exit status, ``body``'s value or None, stderr)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), user_errors():
+            refuse_composition_mistakes(overrides, entry, ("problem",))
+            value = body(composed(*overrides, config=entry))
+    except SystemExit as stop:
+        return stop.code, None, err.getvalue()
+    return 0, value, err.getvalue()
 
 
 def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
     """('ok', the run's one-line summary) or ('user error' | 'bad: …', stderr): what ``python -m pnp.solve
-    <overrides>`` would end with, in this process (a subprocess costs seconds of imports): :func:`pnp.cli.entry`'s
-    composition check, then what ``pnp.solve.main`` does (tuned strengths, :func:`pnp.solve.solve`), under the same
-    ``user_errors`` guard."""
-    err = io.StringIO()
+    <overrides>`` would end with (:func:`as_the_cli`; ``pnp.solve.main``: tuned strengths, :func:`pnp.solve.solve`)."""
+
+    def solved(cfg: DictConfig) -> dict:
+        apply_tuned(cfg, overrides)
+        return solve(cfg, run_dir)
+
     try:
-        with contextlib.redirect_stderr(err), user_errors():
-            refuse_composition_mistakes(overrides, "solve", ("problem",))
-            cfg = composed(*overrides)
-            apply_tuned(cfg, overrides)
-            metrics = solve(cfg, run_dir)
-    except SystemExit as stop:
-        lines = err.getvalue().strip().splitlines()
-        errors = [line for line in lines if line.startswith("error:")]
-        if stop.code == EXIT_USER_ERROR and len(errors) == 1:
-            return "user error", err.getvalue()
-        return f"bad: exit {stop.code} with {len(errors)} error lines", err.getvalue()
+        status, metrics, err = as_the_cli("solve", overrides, solved)
     except Exception as exc:
-        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", err.getvalue()
+        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", ""
+    if status != 0:
+        errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
+        if status == EXIT_USER_ERROR and len(errors) == 1:
+            return "user error", err
+        return f"bad: exit {status} with {len(errors)} error lines", err
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     rows = on_disk.get("images", [on_disk])  # a folder's run: one row per image
     finite = all(math.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "final_rel_residual") if k in r)

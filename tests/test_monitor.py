@@ -29,16 +29,8 @@ def test_statistics_match_naive_values():
     x = small_image(32, batch=2)
     problem = deblur(x, seed=0)
     den, n = ShrinkDenoiser(0.05), 12
-    result = PGD().run(
-        problem.y,
-        problem.physics,
-        den,
-        problem.x0,
-        sigma=0.0,
-        norm=problem.norm,
-        x_true=x,
-        monitor=ConvergenceMonitor(max_iter=n, tol=1e-12, check_every=5, progress=False),
-    )
+    monitor = ConvergenceMonitor(max_iter=n, tol=1e-12, check_every=5, progress=False)
+    result = PGD().solve(problem, den, sigma=0.0, monitor=monitor)  # problem.x_true is x
     xs = naive_pgd(problem, den, result.stepsize, n)
     h = result.history
     fid = L2()

@@ -89,6 +89,31 @@ def test_iterates_match_deepinv(scheme, denoiser, build):
     assert ((ours.x - theirs).norm() / theirs.norm()).item() < 1e-5
 
 
+def test_solve_runs_the_scheme_on_a_problem():
+    """``Scheme.solve(problem, …)`` is ``run`` on the problem's y, A, x_0, ‖A‖ and ground truth; ``x0`` and
+    ``x_true=None`` override the start and drop the PSNR curve."""
+    problem = deblur(small_image(16, batch=2), seed=0)
+    den = ShrinkDenoiser(0.1)
+    run = PGD().run(
+        problem.y,
+        problem.physics,
+        den,
+        problem.x0,
+        sigma=0.0,
+        norm=problem.norm,
+        x_true=problem.x_true,
+        monitor=monitor(6),
+    )
+    solved = PGD().solve(problem, den, sigma=0.0, monitor=monitor(6))
+    torch.testing.assert_close(solved.x, run.x)
+    torch.testing.assert_close(solved.history.psnr, run.history.psnr)
+    zero = torch.zeros_like(problem.x0)
+    other = PGD().solve(problem, den, sigma=0.0, monitor=monitor(6), x0=zero, x_true=None)
+    from_zero = PGD().run(problem.y, problem.physics, den, zero, sigma=0.0, norm=problem.norm, monitor=monitor(6))
+    torch.testing.assert_close(other.x, from_zero.x)
+    assert other.history.psnr is None and not torch.allclose(other.x, run.x)
+
+
 def test_relaxation_interpolates_with_previous_iterate():
     problem = deblur(small_image(16), seed=0)
     den = DENOISERS["wavelet"]()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import subprocess
@@ -12,11 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import as_the_cli
 from omegaconf import OmegaConf
 
-from pnp.cli import refuse_composition_mistakes, user_errors
-from pnp.config import CONFIGS, apply_tuned, label, tuned_path
+from pnp.config import CONFIGS, apply_tuned, composed, label, tuned_path
 from pnp.tune import beats_shipped, converged_in_budget, log_grid, report, tuned_setting
 from pnp.tune import tune as run_tune
 from pnp.weights import SHIPPED
@@ -37,18 +34,9 @@ def tune_process(*args: str, run_dir: Path) -> subprocess.CompletedProcess:
 
 def tune(*args: str, run_dir: Path) -> SimpleNamespace:
     """What ``python -m pnp.tune <args>`` ends with (``returncode``, ``stdout``: its report line, ``stderr``), in this
-    process (a subprocess costs seconds of imports): the entry point's composition check, then what
-    ``pnp.tune.main`` does, under the same ``user_errors`` guard. ``tune_process`` runs the real entry point."""
-    overrides, err = [*args, *TINY], io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), user_errors():
-            refuse_composition_mistakes(overrides, "tune", ("problem",))
-            with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-                cfg = compose("tune", overrides=overrides)
-            line = report(cfg, run_tune(cfg, run_dir))
-    except SystemExit as stop:
-        return SimpleNamespace(returncode=stop.code, stdout="", stderr=err.getvalue())
-    return SimpleNamespace(returncode=0, stdout=line, stderr=err.getvalue())
+    process (:func:`conftest.as_the_cli`, ``pnp.tune.main``'s body); ``tune_process`` runs the real entry point."""
+    status, line, err = as_the_cli("tune", [*args, *TINY], lambda cfg: report(cfg, run_tune(cfg, run_dir)))
+    return SimpleNamespace(returncode=status, stdout=line or "", stderr=err)
 
 
 def test_log_grid():
@@ -92,9 +80,8 @@ def test_tuner_picks_the_best_validation_value_and_ships_it(tmp_path):
     shipped = tmp_path / "tuned" / "deblur_wavelet.yaml"
     assert shipped.read_text().startswith("# Tuned by") and "best" in proc.stdout
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet"])
-        given = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "denoiser.sigma=0.5"])
+    cfg = composed("+problem=deblur", "denoiser=wavelet")
+    given = composed("+problem=deblur", "denoiser=wavelet", "denoiser.sigma=0.5")
     assert tuned_path(cfg, tmp_path / "tuned") == shipped
     assert apply_tuned(cfg, (), tmp_path / "tuned") == shipped
     assert math.isclose(cfg.denoiser.sigma, record["best"]["value"], rel_tol=1e-5)
@@ -146,10 +133,9 @@ def test_the_admm_penalty_is_tuned_and_selects_its_scheme(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     best = json.loads((tmp_path / "run" / "tune.json").read_text())["best"]["value"]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        default = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet"])
-        pgd = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "scheme=pgd"])
-        own = compose("solve", overrides=["+problem=deblur", "denoiser=wavelet", "scheme.step_factor=3"])
+    default = composed("+problem=deblur", "denoiser=wavelet")
+    pgd = composed("+problem=deblur", "denoiser=wavelet", "scheme=pgd")
+    own = composed("+problem=deblur", "denoiser=wavelet", "scheme.step_factor=3")
     apply_tuned(default, (), tmp_path / "tuned")
     assert default.scheme._target_ == "pnp.schemes.ADMM"
     assert math.isclose(default.scheme.step_factor, best, rel_tol=1e-5)
@@ -187,13 +173,9 @@ def test_the_admm_penalty_is_tuned_and_selects_its_scheme(tmp_path):
 def test_a_tuned_file_can_name_other_weights_of_its_prior(tmp_path):
     """A problem tuned with other shipped weights (``denoiser.model.name``) keeps them in its tuned file, and
     ``pnp.solve`` loads them by default there; weights named on the command line win."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        tuned = compose("tune", overrides=["+problem=deblur", "denoiser=wcrr", "denoiser.model.name=crr"])
-        plain = compose("tune", overrides=["+problem=deblur", "denoiser=wcrr"])
-        cfg, own = (
-            compose("solve", overrides=["+problem=deblur", "denoiser=wcrr", *extra])
-            for extra in ([], ["denoiser.model.name=wcrr"])
-        )
+    tuned = composed("+problem=deblur", "denoiser=wcrr", "denoiser.model.name=crr", config="tune")
+    plain = composed("+problem=deblur", "denoiser=wcrr", config="tune")
+    cfg, own = (composed("+problem=deblur", "denoiser=wcrr", *extra) for extra in ([], ["denoiser.model.name=wcrr"]))
     setting = tuned_setting(tuned, {"value": 0.01, "psnr": 30.0})
     assert setting["denoiser"]["model"] == {"name": "crr"}
     assert "model" not in tuned_setting(plain, {"value": 0.01, "psnr": 30.0})["denoiser"]  # its own weights
@@ -209,15 +191,11 @@ def test_a_setting_tuned_from_another_start_records_it_and_solve_starts_there(tm
     """``problem.init`` other than the problem config's goes into the tuned file (a nonconvex F's critical point
     depends on x_0), a solve of that pair starts there and says so in its label; a start on the command line wins, and
     a setting tuned from the problem's own start records none."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        tuned, plain = (
-            compose("tune", overrides=["+problem=ct", "denoiser=tv", *extra])
-            for extra in (["problem.init=adjoint"], [])
-        )
-        cfg, own = (
-            compose("solve", overrides=["+problem=ct", "denoiser=tv", *extra]) for extra in ([], ["problem.init=zeros"])
-        )
-        motion = compose("solve", overrides=["+problem=deblur_motion", "denoiser=tv"])  # its start from deblur's
+    tuned, plain = (
+        composed("+problem=ct", "denoiser=tv", *extra, config="tune") for extra in (["problem.init=adjoint"], [])
+    )
+    cfg, own = (composed("+problem=ct", "denoiser=tv", *extra) for extra in ([], ["problem.init=zeros"]))
+    motion = composed("+problem=deblur_motion", "denoiser=tv")  # its start from deblur's
     assert "from" not in label(motion)
     setting = tuned_setting(tuned, {"value": 0.01, "psnr": 30.0})
     assert setting["problem"] == {"init": "adjoint"}
@@ -236,8 +214,7 @@ def test_every_shipped_tuned_file_composes_with_its_problem_and_names_shipped_we
     and weights it names are shipped."""
     problem = max((p.stem for p in (CONFIGS / "problem").glob("*.yaml") if path.stem.startswith(p.stem + "_")), key=len)
     denoiser = path.stem.removeprefix(problem + "_")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("solve", overrides=[f"+problem={problem}", f"denoiser={denoiser}"])
+    cfg = composed(f"+problem={problem}", f"denoiser={denoiser}")
     assert apply_tuned(cfg) == path
     tuned = OmegaConf.load(path)
     for key, value in tuned.denoiser.items():
@@ -265,8 +242,7 @@ def test_the_prior_weight_of_accelerated_gradient_is_tuned_and_shipped(tmp_path)
     record = json.loads((tmp_path / "run" / "tune.json").read_text())
     assert sorted(e["value"] for e in record["evaluations"]) == [0.25, 1.0, 4.0]
     assert len({e["psnr"] for e in record["evaluations"]}) == 3  # the weight changes the reconstruction
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("solve", overrides=["+problem=deblur", "denoiser=crr"])
+    cfg = composed("+problem=deblur", "denoiser=crr")
     apply_tuned(cfg, (), tmp_path / "tuned")
     assert cfg.scheme._target_ == "pnp.schemes.AGD"
     assert math.isclose(cfg.scheme.weight, record["best"]["value"], rel_tol=1e-5)

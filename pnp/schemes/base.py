@@ -18,7 +18,7 @@ from pnp.denoisers.state import reset_state
 from pnp.errors import ConfigError, check_positive
 from pnp.guarantees import EXPLICIT, Guarantee, Verdict, bounded_objective
 from pnp.monitor import ConvergenceMonitor, History
-from pnp.problems import cached_norm, operator_norm
+from pnp.problems import Problem, cached_norm, operator_norm
 from pnp.tensors import per_element
 
 log = logging.getLogger("pnp")
@@ -188,6 +188,16 @@ class Scheme(ABC):
         gamma = self.stepsize if self.stepsize is not None else self.step_factor / (lipschitz or norm**2)
         self.check_bounds(gamma, lipschitz)
         return gamma, lipschitz
+
+    def solve(
+        self, problem: Problem, denoiser: Denoiser, *, sigma: float | torch.Tensor | None, **options: Any
+    ) -> Result:
+        """:meth:`run` on ``problem``: its measurements, operator, start, ‖A‖ and ground truth (the PSNR per
+        iteration, where it has one); ``options``: the other keywords of :meth:`run`, ``x0`` for another start and
+        ``x_true=None`` for no PSNR curve."""
+        options = {"x0": problem.x0, "x_true": problem.x_true, **options}
+        x0 = options.pop("x0")
+        return self.run(problem.y, problem.physics, denoiser, x0, sigma=sigma, norm=problem.norm, **options)
 
     def run(
         self,
