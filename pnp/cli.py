@@ -172,7 +172,8 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}"
+        hint = "; quote a value with characters such as ~ < > ( ) as 'key=\"value\"'"
+        return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}{hint}"
     composer = Composer(config_name, added, searchpath)
     groups = composer.groups()
     for o in parsed:  # `+group=option` of another entry point composes (our groups are global packages): refuse it

@@ -325,6 +325,7 @@ CONFIG_MISTAKES = [
     (["problem=deblur"], ["add it with a `+`: +problem=deblur"]),
     (["-m", "+problem=deblur", "denoiser=tv,eulr"], ["denoiser=eulr", "did you mean `euler`?"]),
     (["+problem=deblur", "monitor.max_iter=[1"], ["cannot parse the overrides"]),
+    (["+problem=deblur", "image.path=~/my.png"], ["cannot parse the overrides", "'key=\"value\"'"]),
 ]
 
 

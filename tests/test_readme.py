@@ -4,13 +4,31 @@ example runs."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+import pytest
+
+from pnp.cli import check_composition
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def bash_blocks() -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+def bash_blocks(page: Path = ROOT / "README.md") -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def documented_commands() -> list[list[str]]:
+    """Every ``python -m pnp.<entry> …`` line of the bash blocks of the README and the docs pages (continued lines
+    joined, comments dropped), as [module, *arguments]."""
+    commands = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in bash_blocks(page):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if words[:2] == ["python", "-m"] and words[2].startswith("pnp."):
+                    commands.append(words[2:])
+    return commands
 
 
 def command_after(comment: str) -> str:
@@ -31,6 +49,18 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_demo_command_sets_up_and_runs_the_deblur_demo():
     demo = command_after("run the demo")
     assert "pip install" in demo and demo.endswith("-m pnp.solve +problem=deblur")
+
+
+ADDED = {"solve": ("problem",), "tune": ("problem",), "train": (), "certify": ()}  # as each entry point's ``entry``
+
+
+@pytest.mark.parametrize("command", documented_commands(), ids=" ".join)
+def test_every_documented_command_composes(command):
+    """The entry point's composition check (an unknown key, option or group) passes on each documented command line;
+    files it names need not exist."""
+    module, *argv = command
+    entry = module.removeprefix("pnp.")
+    assert check_composition(argv, entry, ADDED[entry]) is None
 
 
 def test_every_file_the_readme_links_to_exists():
