@@ -30,15 +30,7 @@ def monitor(max_iter: int, tol: float = 1e-12, **kwargs) -> ConvergenceMonitor:
 def test_zero_start_gives_meaningful_residuals_and_converges():
     problem = deblur(small_image(16), seed=0, init="zeros")
     assert float(problem.x0.abs().max()) == 0
-    result = PGD().run(
-        problem.y,
-        problem.physics,
-        ShrinkDenoiser(0.1),
-        problem.x0,
-        sigma=0.0,
-        norm=problem.norm,
-        monitor=monitor(300, 1e-5),
-    )
+    result = PGD().solve(problem, ShrinkDenoiser(0.1), sigma=0.0, monitor=monitor(300, 1e-5))
     assert result.converged
     assert float(result.history.rel_residual[0, 0]) == pytest.approx(1.0)  # c_1 = ‖x_1‖ / max(‖x_0‖, ‖x_1‖)
 
@@ -65,15 +57,8 @@ def test_gradient_schemes_refuse_a_fidelity_without_lipschitz_gradient(fidelity,
 def test_pgd_on_l1_with_a_forced_step_is_reported_stagnant():
     """The reproduction: PGD on the non-smooth L1 fidelity oscillates at c_k ≈ const; no longer returned as a result."""
     problem = deblur(small_image(16), seed=0)
-    result = PGD(stepsize=1.0 / problem.norm**2).run(
-        problem.y,
-        problem.physics,
-        ShrinkDenoiser(0.01),
-        problem.x0,
-        sigma=0.0,
-        norm=problem.norm,
-        fidelity=L1(),
-        monitor=monitor(60),
+    result = PGD(stepsize=1.0 / problem.norm**2).solve(
+        problem, ShrinkDenoiser(0.01), sigma=0.0, fidelity=L1(), monitor=monitor(60)
     )
     assert result.diverged and result.history.stagnated
     assert "stagnated" in result.history.message
@@ -245,15 +230,7 @@ def test_iterations_to_tol_counts_from_where_c_k_stays_below():
 
 def test_cli_metrics_and_benchmark_rows_share_one_summary():
     problem = deblur(small_image(16, batch=2), seed=0)
-    result = PGD().run(
-        problem.y,
-        problem.physics,
-        ShrinkDenoiser(0.1),
-        problem.x0,
-        sigma=0.0,
-        norm=problem.norm,
-        monitor=monitor(300, 1e-5),
-    )
+    result = PGD().solve(problem, ShrinkDenoiser(0.1), sigma=0.0, monitor=monitor(300, 1e-5))
     m, s = metrics(problem, result), RunSummary.of(problem, result)
     assert m["converged"] == all(s.converged) == result.converged
     assert m["converged_per_image"] == s.converged and m["iterations_to_tol"] == s.iterations_to_tol
