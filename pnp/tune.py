@@ -145,6 +145,19 @@ def tuned_file(cfg: DictConfig) -> Path:
     return tuned_path(cfg, Path(cfg.tune.dir) if cfg.tune.dir else TUNED)
 
 
+def weights_mismatch(cfg: DictConfig) -> str | None:
+    """Where the tuned file of this problem × denoiser runs other shipped weights than this search tunes (the search
+    starts from the denoiser's config, not from that file), the warning that says so; else None."""
+    path, searched = tuned_file(cfg), OmegaConf.select(cfg, "denoiser.model.name")
+    if searched is None or not path.is_file():
+        return None
+    solved = OmegaConf.select(OmegaConf.load(path), "denoiser.model.name") or cfg.denoiser.name
+    if solved == searched:
+        return None
+    tunes = f"denoiser.model.name={solved} tunes those"
+    return f"{path.name} runs the weights {solved}, this search tunes {searched} ({tunes})"
+
+
 def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     """What ``pnp.solve`` needs to repeat the best run: the denoiser's strength and the scheme with its step."""
     set_param(cfg, best["value"])
@@ -216,6 +229,9 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "scheme.stepsize is set, so scheme.step_factor has no effect: drop scheme.stepsize to tune the step",
     )
     check_keys(cfg)
+    mismatch = weights_mismatch(cfg)
+    if mismatch:
+        log.warning(mismatch)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, device)
     problem = validation_problem(cfg, device)

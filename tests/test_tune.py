@@ -14,7 +14,7 @@ from conftest import as_the_cli
 from omegaconf import OmegaConf
 
 from pnp.config import CONFIGS, apply_tuned, composed, label, tuned_path
-from pnp.tune import beats_shipped, converged_in_budget, log_grid, report, tuned_setting
+from pnp.tune import beats_shipped, converged_in_budget, log_grid, report, tuned_setting, weights_mismatch
 from pnp.tune import tune as run_tune
 from pnp.weights import SHIPPED
 
@@ -185,6 +185,22 @@ def test_a_tuned_file_can_name_other_weights_of_its_prior(tmp_path):
     assert cfg.denoiser.sigma == 0.01 and label(cfg).endswith("wcrr(σ=0.01,weights=crr)")
     apply_tuned(own, ("denoiser.model.name=wcrr",), tmp_path)
     assert own.denoiser.model.name == "wcrr"
+
+
+def test_a_search_of_other_weights_than_the_tuned_files_says_so(tmp_path):
+    """The search starts from the denoiser's config: where the tuned file runs other weights, the tuner warns."""
+    (tmp_path / "deblur_wcrr.yaml").write_text("denoiser:\n  sigma: 0.01\n  model:\n    name: crr\n")
+    (tmp_path / "deblur_crr.yaml").write_text("denoiser:\n  sigma: 0.01\n")
+    searched = composed("+problem=deblur", "denoiser=wcrr", f"tune.dir={tmp_path}", config="tune")
+    assert weights_mismatch(searched) == (
+        "deblur_wcrr.yaml runs the weights crr, this search tunes wcrr (denoiser.model.name=crr tunes those)"
+    )
+    for same in (["denoiser=wcrr", "denoiser.model.name=crr"], ["denoiser=crr"], ["denoiser=tv"]):
+        assert weights_mismatch(composed("+problem=deblur", *same, f"tune.dir={tmp_path}", config="tune")) is None
+    other = composed(
+        "+problem=deblur", "denoiser=crr", "denoiser.model.name=wcrr", f"tune.dir={tmp_path}", config="tune"
+    )
+    assert "runs the weights crr, this search tunes wcrr" in weights_mismatch(other)
 
 
 def test_a_setting_tuned_from_another_start_records_it_and_solve_starts_there(tmp_path):
