@@ -257,10 +257,12 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def report(cfg: DictConfig, record: dict[str, Any]) -> str:
-    """The run's one line: the best value, its validation PSNR, and whether the tuned file was written."""
-    best = record["best"]
+    """The run's one line: the prior (and its weights where they are not its own), the best value, its validation
+    PSNR, and whether the tuned file was written."""
+    best, weights = record["best"], other_weights(cfg)
+    prior = cfg.denoiser.name + ("" if weights is None else f"(weights={weights})")
     return (
-        f"{cfg.denoiser.name}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
+        f"{prior}: best {record['param']}={best['value']:.5g} -> {best['psnr']:.2f} dB on "
         f"{', '.join(record['validation_images'])} ({best['iterations']} it)"
         + (f"; written to {tuned_file(cfg)}" if record["shipped"] else "")
         + ("; the tuned file there scores higher: kept" if cfg.tune.ship and not record["shipped"] else "")

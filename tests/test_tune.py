@@ -201,6 +201,10 @@ def test_a_search_of_other_weights_than_the_tuned_files_says_so(tmp_path):
         "+problem=deblur", "denoiser=crr", "denoiser.model.name=wcrr", f"tune.dir={tmp_path}", config="tune"
     )
     assert "runs the weights crr, this search tunes wcrr" in weights_mismatch(other)
+    best = {"value": 0.01, "psnr": 30.0, "iterations": 5}
+    record = {"param": "denoiser.sigma", "best": best, "validation_images": ["coins"], "shipped": False}
+    assert report(other, record).startswith("crr(weights=wcrr): best denoiser.sigma=0.01 -> 30.00 dB on coins")
+    assert report(searched, record).startswith("wcrr: best")
 
 
 def test_a_setting_tuned_from_another_start_records_it_and_solve_starts_there(tmp_path):
