@@ -172,7 +172,8 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
-        hint = "; quote a value with characters such as ~ < > ( ) as 'key=\"value\"'"
+        special = any(re.search(r"=.*[~<>()]", o) for o in overrides)
+        hint = "; quote a value with characters such as ~ < > ( ) as 'key=\"value\"'" if special else ""
         return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}{hint}"
     composer = Composer(config_name, added, searchpath)
     groups = composer.groups()
@@ -238,9 +239,14 @@ def sweep_report() -> str:
     return "\n".join([f"{len(rows)} run(s) of the sweep diverged:", *rows])
 
 
-def entry(main: Callable[[], None], config_name: str, added: tuple[str, ...] = ()) -> None:
+#: the groups each entry point's command line adds with ``+`` (its config has no default for them: ``+problem=``)
+ADDED_GROUPS: dict[str, tuple[str, ...]] = {"solve": ("problem",), "tune": ("problem",)}
+
+
+def entry(main: Callable[[], None], config_name: str) -> None:
     """Run a Hydra ``main`` after composing its command line here, so that a mistake is one line (exit 2);
     ``--help`` prints :func:`help_text` (the first line of the entry point's docstring, its groups and keys)."""
+    added = ADDED_GROUPS.get(config_name, ())
     if {"-h", "--help"} & set(sys.argv[1:]):
         doc = (sys.modules[main.__module__].__doc__ or "").strip().splitlines()
         print(help_text(Composer(config_name, added), doc[0] if doc else f"pnp.{config_name}"))

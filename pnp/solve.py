@@ -152,4 +152,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    entry(main, "solve", added=("problem",))
+    entry(main, "solve")

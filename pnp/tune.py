@@ -277,4 +277,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    entry(main, "tune", added=("problem",))
+    entry(main, "tune")

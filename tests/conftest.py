@@ -17,7 +17,7 @@ import torch
 from deepinv.models import Denoiser
 from omegaconf import DictConfig
 
-from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
+from pnp.cli import ADDED_GROUPS, EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
 from pnp.images import load_image
 from pnp.monitor import ConvergenceMonitor
@@ -47,7 +47,7 @@ def solve_tiny(scheme, problem, model, guarantee, max_iter: int, tol: float, sig
     """``scheme`` on the small ``problem`` with the prior ``model`` at ``sigma`` (a :class:`pnp.guarantees.Guarantee`
     declared for it), under a silent monitor."""
     monitor = ConvergenceMonitor(max_iter=max_iter, tol=tol, progress=False)
-    return scheme.solve(problem, model, sigma=sigma, monitor=monitor, guarantee=guarantee)
+    return scheme.solve(problem, model, sigma=sigma, monitor=monitor, guarantee=guarantee, x_true=None)
 
 
 def as_the_cli(entry: str, overrides: list[str], body: Callable[[DictConfig], T]) -> tuple[int, T | None, str]:
@@ -57,10 +57,13 @@ def as_the_cli(entry: str, overrides: list[str], body: Callable[[DictConfig], T]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), user_errors():
-            refuse_composition_mistakes(overrides, entry, ("problem",))
+            refuse_composition_mistakes(overrides, entry, ADDED_GROUPS.get(entry, ()))
             value = body(composed(*overrides, config=entry))
     except SystemExit as stop:
         return stop.code, None, err.getvalue()
+    except Exception as exc:  # a traceback at the command line: raised, with what it printed before
+        exc.add_note(err.getvalue())
+        raise
     return 0, value, err.getvalue()
 
 
@@ -75,7 +78,7 @@ def run_like_the_cli(overrides: list[str], run_dir: Path) -> tuple[str, str]:
     try:
         status, metrics, err = as_the_cli("solve", overrides, solved)
     except Exception as exc:
-        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", ""
+        return f"bad: {type(exc).__name__}: {str(exc)[:200]}", "".join(exc.__notes__)
     if status != 0:
         errors = [line for line in err.strip().splitlines() if line.startswith("error:")]
         if status == EXIT_USER_ERROR and len(errors) == 1:

@@ -337,6 +337,11 @@ def test_config_mistakes_are_one_line_with_the_closest_choice(args, fragments):
         assert fragment in message, message
 
 
+def test_the_quoting_hint_comes_only_with_a_value_quoting_would_fix():
+    message = check_composition(["+problem=deblur", "monitor.max_iter=[1", *FAST], "solve", ("problem",))
+    assert message.startswith("cannot parse the overrides") and "quote" not in message
+
+
 @pytest.mark.parametrize(("args", "fragments"), [CONFIG_MISTAKES[i] for i in (0, 7)])
 def test_config_mistakes_at_the_command_line_stop_before_any_output(args, fragments, tmp_path):
     """As real processes: the one ``error:`` line is all the command prints, exit status 2, and no run (or sweep)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pnp.cli import check_composition
+from pnp.cli import ADDED_GROUPS, check_composition
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,15 +19,16 @@ def bash_blocks(page: Path = ROOT / "README.md") -> list[str]:
 
 
 def documented_commands() -> list[list[str]]:
-    """Every ``python -m pnp.<entry> …`` line of the bash blocks of the README and the docs pages (continued lines
-    joined, comments dropped), as [module, *arguments]."""
+    """Every ``… -m pnp.<entry> …`` command (python, torchrun) of the bash blocks of the README and the docs pages
+    (continued lines joined, comments dropped), as [module, *arguments]."""
     commands = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for block in bash_blocks(page):
             for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True)
-                if words[:2] == ["python", "-m"] and words[2].startswith("pnp."):
-                    commands.append(words[2:])
+                for command in line.split("&&"):  # setup && .venv/bin/python -m pnp.solve …; torchrun … -m pnp.train
+                    words = shlex.split(command, comments=True)
+                    starts = [i for i, w in enumerate(words[:-1]) if w == "-m" and words[i + 1].startswith("pnp.")]
+                    commands += [words[i + 1 :] for i in starts]
     return commands
 
 
@@ -51,16 +52,13 @@ def test_demo_command_sets_up_and_runs_the_deblur_demo():
     assert "pip install" in demo and demo.endswith("-m pnp.solve +problem=deblur")
 
 
-ADDED = {"solve": ("problem",), "tune": ("problem",), "train": (), "certify": ()}  # as each entry point's ``entry``
-
-
 @pytest.mark.parametrize("command", documented_commands(), ids=" ".join)
 def test_every_documented_command_composes(command):
     """The entry point's composition check (an unknown key, option or group) passes on each documented command line;
     files it names need not exist."""
     module, *argv = command
     entry = module.removeprefix("pnp.")
-    assert check_composition(argv, entry, ADDED[entry]) is None
+    assert check_composition(argv, entry, ADDED_GROUPS.get(entry, ())) is None
 
 
 def test_every_file_the_readme_links_to_exists():

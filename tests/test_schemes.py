@@ -112,6 +112,8 @@ def test_solve_runs_the_scheme_on_a_problem():
     from_zero = PGD().run(problem.y, problem.physics, den, zero, sigma=0.0, norm=problem.norm, monitor=monitor(6))
     torch.testing.assert_close(other.x, from_zero.x)
     assert other.history.psnr is None and not torch.allclose(other.x, run.x)
+    given = PGD().solve(problem, den, sigma=0.0, monitor=monitor(6), norm=1.5 * problem.norm)  # another ‖A‖: another γ
+    assert given.stepsize == pytest.approx(run.stepsize / 2.25)
 
 
 def test_relaxation_interpolates_with_previous_iterate():

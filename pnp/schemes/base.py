@@ -193,11 +193,11 @@ class Scheme(ABC):
         self, problem: Problem, denoiser: Denoiser, *, sigma: float | torch.Tensor | None, **options: Any
     ) -> Result:
         """:meth:`run` on ``problem``: its measurements, operator, start, ‖A‖ and ground truth (the PSNR per
-        iteration, where it has one); ``options``: the other keywords of :meth:`run`, ``x0`` for another start and
-        ``x_true=None`` for no PSNR curve."""
-        options = {"x0": problem.x0, "x_true": problem.x_true, **options}
+        iteration, where it has one); ``options``: the other keywords of :meth:`run`, and ``x0`` (another start),
+        ``norm`` or ``x_true=None`` (no PSNR curve) in place of the problem's."""
+        options = {"x0": problem.x0, "norm": problem.norm, "x_true": problem.x_true, **options}
         x0 = options.pop("x0")
-        return self.run(problem.y, problem.physics, denoiser, x0, sigma=sigma, norm=problem.norm, **options)
+        return self.run(problem.y, problem.physics, denoiser, x0, sigma=sigma, **options)
 
     def run(
         self,
