@@ -83,12 +83,17 @@ def groups_of(cfg: DictConfig) -> list[str]:
     return sorted(g for g in cfg.hydra.runtime.choices if not g.startswith("hydra"))
 
 
+#: the groups each entry point's command line adds with ``+`` (its config has no default for them: ``+problem=``)
+ADDED_GROUPS: dict[str, tuple[str, ...]] = {"solve": ("problem",), "tune": ("problem",)}
+
+
 class Composer:
-    """Composes ``config_name`` with overrides; ``added`` are groups that enter with ``+`` (``+problem=``);
+    """Composes ``config_name`` with overrides; ``added`` are the groups that enter with ``+`` (:data:`ADDED_GROUPS`);
     ``searchpath`` are the command line's ``hydra.searchpath=[…]`` overrides (a user's own config folders)."""
 
-    def __init__(self, config_name: str, added: tuple[str, ...], searchpath: tuple[str, ...] = ()) -> None:
-        self.config_name, self.added, self.searchpath = config_name, added, searchpath
+    def __init__(self, config_name: str, searchpath: tuple[str, ...] = ()) -> None:
+        self.config_name, self.searchpath = config_name, searchpath
+        self.added = ADDED_GROUPS.get(config_name, ())
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         return composed(*self.searchpath, *overrides, config=self.config_name, hydra=True)
@@ -158,7 +163,7 @@ def variants(parsed: list[Override]) -> Iterator[list[str]]:
             yield [*head, v, *tail]
 
 
-def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] = ()) -> str | None:
+def check_composition(argv: list[str], config_name: str) -> str | None:
     """The first composition mistake of the command line as one line, or None (also when a flag asks Hydra for
     something other than a run, e.g. ``--help``, which Hydra then handles itself)."""
     if any(OTHER_MODES.match(a) for a in argv):
@@ -175,7 +180,7 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
         special = any(re.search(r"=.*[~<>()]", o) for o in overrides)
         hint = "; quote a value with characters such as ~ < > ( ) as 'key=\"value\"'" if special else ""
         return f"cannot parse the overrides: {str(err).strip().splitlines()[0]}{hint}"
-    composer = Composer(config_name, added, searchpath)
+    composer = Composer(config_name, searchpath)
     groups = composer.groups()
     for o in parsed:  # `+group=option` of another entry point composes (our groups are global packages): refuse it
         if o.is_add() and (CONFIGS / o.key_or_group).is_dir() and o.key_or_group not in groups:
@@ -189,10 +194,10 @@ def check_composition(argv: list[str], config_name: str, added: tuple[str, ...] 
     return None
 
 
-def refuse_composition_mistakes(argv: list[str], config_name: str, added: tuple[str, ...] = ()) -> None:
+def refuse_composition_mistakes(argv: list[str], config_name: str) -> None:
     """Raise a :class:`ConfigError` with the command line's first composition mistake (:func:`check_composition`),
     the check :func:`entry` runs before Hydra's."""
-    problem = check_composition(argv, config_name, added)
+    problem = check_composition(argv, config_name)
     if problem:
         raise ConfigError(problem)
 
@@ -239,20 +244,15 @@ def sweep_report() -> str:
     return "\n".join([f"{len(rows)} run(s) of the sweep diverged:", *rows])
 
 
-#: the groups each entry point's command line adds with ``+`` (its config has no default for them: ``+problem=``)
-ADDED_GROUPS: dict[str, tuple[str, ...]] = {"solve": ("problem",), "tune": ("problem",)}
-
-
 def entry(main: Callable[[], None], config_name: str) -> None:
     """Run a Hydra ``main`` after composing its command line here, so that a mistake is one line (exit 2);
     ``--help`` prints :func:`help_text` (the first line of the entry point's docstring, its groups and keys)."""
-    added = ADDED_GROUPS.get(config_name, ())
     if {"-h", "--help"} & set(sys.argv[1:]):
         doc = (sys.modules[main.__module__].__doc__ or "").strip().splitlines()
-        print(help_text(Composer(config_name, added), doc[0] if doc else f"pnp.{config_name}"))
+        print(help_text(Composer(config_name), doc[0] if doc else f"pnp.{config_name}"))
         return
     with user_errors():
-        refuse_composition_mistakes(sys.argv[1:], config_name, added)
+        refuse_composition_mistakes(sys.argv[1:], config_name)
     main()
     if SWEEP_FAILURES:  # after the sweep: on stderr only (each run's own log has its warning)
         print(f"error: {sweep_report()}", file=sys.stderr)

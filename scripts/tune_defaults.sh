@@ -23,8 +23,8 @@
 # wcrr on the blur problems then tries its second weights, wcrr_multiscale, and on CT its weights fine-tuned on CT,
 # wcrr_ct, and euler_conditional its width-64 weights, euler_conditional_w64, each shipped (with the weights' name in
 # the tuned file) only where they beat the first on validation.
-# On motion blur and CT euler_conditional then gets theta = 0.7 / 0.9 (motion blur also 0.35; none shipped) and a finer sigma search with
-# its config's 2000 iterations (motion blur: shipped; README, Results).
+# On motion blur and CT euler_conditional then gets theta = 0.7 / 0.9 (motion blur also 0.35; none shipped) and a
+# finer sigma search with its config's 2000 iterations (motion blur: shipped; README, Results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 problems=${1:-"deblur deblur_motion ct cs"}

@@ -17,7 +17,7 @@ import torch
 from deepinv.models import Denoiser
 from omegaconf import DictConfig
 
-from pnp.cli import ADDED_GROUPS, EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
+from pnp.cli import EXIT_USER_ERROR, refuse_composition_mistakes, user_errors
 from pnp.config import apply_tuned, composed
 from pnp.images import load_image
 from pnp.monitor import ConvergenceMonitor
@@ -57,7 +57,7 @@ def as_the_cli(entry: str, overrides: list[str], body: Callable[[DictConfig], T]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), user_errors():
-            refuse_composition_mistakes(overrides, entry, ADDED_GROUPS.get(entry, ()))
+            refuse_composition_mistakes(overrides, entry)
             value = body(composed(*overrides, config=entry))
     except SystemExit as stop:
         return stop.code, None, err.getvalue()

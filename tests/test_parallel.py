@@ -75,19 +75,19 @@ def test_a_parallel_sweep_gives_the_serial_sweeps_results(launcher, serial, tmp_
 
 
 def test_the_threads_of_a_job(monkeypatch):
-    solve = Composer("solve", ("problem",))
+    solve = Composer("solve")
     assert parallel.job_threads(solve(["+problem=deblur"])) is None  # one process: torch's default
     assert parallel.job_threads(solve(["+problem=deblur", "threads=3"])) == 3
     with pytest.raises(ConfigError, match="threads must be a positive integer"):
         parallel.job_threads(solve(["threads=0"]))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun --nproc_per_node=2
-    assert parallel.job_threads(Composer("train", ())([])) == max(1, parallel.cores() // 2)
+    assert parallel.job_threads(Composer("train")([])) == max(1, parallel.cores() // 2)
 
 
 @JOBLIB
 @SUBMITIT
 def test_the_jobs_of_a_launcher_share_the_cores_out():
-    solve = Composer("solve", ("problem",))
+    solve = Composer("solve")
     two_workers = solve(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
     assert parallel.job_threads(two_workers) == max(1, parallel.cores() // 2)
     assert parallel.job_threads(solve(["hydra/launcher=joblib"])) == 1  # n_jobs=-1: one worker per core
@@ -96,7 +96,7 @@ def test_the_jobs_of_a_launcher_share_the_cores_out():
 
 @SUBMITIT
 def test_the_slurm_launcher_config_extends_the_plugins():
-    launcher = Composer("solve", ("problem",))(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
+    launcher = Composer("solve")(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.array_parallelism) == (60, 4, 64)
 
@@ -126,4 +126,4 @@ def test_two_torchrun_processes_train_one_model_and_resume(tmp_path):
     manifest = json.loads((tmp_path / "dncnn.json").read_text())
     assert [h["step"] for h in manifest["history"]] == [2, 4, 6] and manifest["processes"] == 2
     with pytest.raises(ConfigError, match=r"written by 2 process\(es\)"):
-        train(Composer("train", ())([*DNCNN, "steps=6", "resume=true"]), tmp_path)
+        train(Composer("train")([*DNCNN, "steps=6", "resume=true"]), tmp_path)
