@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import torch
 from deepinv.models import Denoiser
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -28,6 +29,14 @@ TUNED = CONFIGS / "tuned"  # <problem>_<denoiser>.yaml written by ``pnp.tune tun
 
 def available(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def choices(cfg: DictConfig) -> dict[str, str | None]:
+    """The option of each config group ``cfg`` was composed with (``denoiser``, ``recipe``, …): Hydra's inside a
+    Hydra run, else those of the ``hydra`` node :func:`composed` keeps with ``hydra=True``, else none."""
+    if HydraConfig.initialized():
+        return dict(HydraConfig.get().runtime.choices)
+    return dict(cfg.hydra.runtime.choices) if "hydra" in cfg else {}
 
 
 #: the entry points' own keys of a fixed type (the objects' keys are checked where they are built, with their ranges)

@@ -27,7 +27,9 @@ from pnp.denoisers.pnn import Layers
 from pnp.errors import check, check_positive
 from pnp.lipschitz import jacobian_sq_norm_penalty_estimate
 
-Logs = dict[str, float]
+#: what an objective reports of a step: detached 0-d tensors (or numbers), read by the trainer only when it
+#: validates, so that the training loop does not wait for the device every step
+Logs = dict[str, torch.Tensor | float]
 
 
 class Denoising:
@@ -58,7 +60,7 @@ class Denoising:
         self, model, clean: torch.Tensor, noisy: torch.Tensor, step: int, steps: int, sigma: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Logs]:
         loss = self.weighted(self.errors(model(noisy, sigma), clean), sigma)
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
 
 class GradientStepDenoising(Denoising):
@@ -73,7 +75,7 @@ class GradientStepDenoising(Denoising):
     def __call__(self, model, clean, noisy, step, steps, sigma=None):
         err = self.errors(model.unrolled(noisy, sigma, self.steps), clean)
         loss = self.weighted(err, sigma)
-        return loss, {"loss": float(loss.detach()), "mse": float(err.detach().mean())}
+        return loss, {"loss": loss.detach(), "mse": err.detach().mean()}
 
 
 def hinge_log_capped(sq: torch.Tensor, floor: float, cap: float) -> torch.Tensor:
@@ -125,7 +127,7 @@ class FirmlyNonexpansive(Denoising):
         sq = jacobian_sq_norm_penalty_estimate(lambda v: 2 * model(v, at) - v, x, self.power_iters)
         penalty = hinge_log_capped(sq, 1 - self.eps, self.clip).mean()
         loss = fidelity + self.lam * penalty
-        logs = {"loss": float(loss.detach()), "fidelity": float(fidelity.detach()), "jac_sq": float(sq.detach().max())}
+        logs = {"loss": loss.detach(), "fidelity": fidelity.detach(), "jac_sq": sq.detach().max()}
         return loss, logs
 
 
@@ -200,7 +202,7 @@ class LiftedBregman(Denoising):
         with torch.no_grad():
             y, mse = self.layer_variables(net, clean)
         loss, penalty = self.lifted(net, [t.detach() for t in y], clean)
-        logs = {"loss": float(loss.detach()), "mse": float(mse), "bregman": float(penalty.detach())}
+        logs = {"loss": loss.detach(), "mse": mse, "bregman": penalty.detach()}
         return loss, logs
 
 
@@ -231,4 +233,4 @@ class ProximalMatching:
         else:
             dist2 = (out - clean).flatten(1).pow(2).sum(1)
             loss = (1 - torch.exp(-dist2 / gamma**2)).mean()
-        return loss, {"loss": float(loss), "gamma": gamma or 0.0}
+        return loss, {"loss": loss.detach(), "gamma": gamma or 0.0}

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from pnp import parallel, weights
 from pnp.cli import entry, log, user_errors
-from pnp.config import check_keys
+from pnp.config import check_keys, choices
 from pnp.data import PatchSampler, centre, make_split, training_images, validation_pairs
 from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
@@ -82,6 +82,11 @@ def checkpoint_state(step: int, model, opt, sched, streams: list[dict], history:
     }
 
 
+def own_keys(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` resolved, without the ``hydra`` node a config composed outside a Hydra run may carry."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """Train ``cfg.net`` with ``cfg.objective`` and write weights + manifest into ``run_dir``.
 
@@ -92,9 +97,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
     ranks, device = parallel.join(resolve_device(cfg.device))
     seed_everything(cfg.seed + ranks.rank, device)  # rank 0 draws what a single process draws
-    name = cfg.weights_name or (
-        HydraConfig.get().runtime.choices["denoiser"] if HydraConfig.initialized() else cfg.denoiser.name
-    )
+    composed_from = choices(cfg)
+    name = cfg.weights_name or composed_from.get("denoiser") or cfg.denoiser.name
     check(name.isidentifier(), f"weights_name must be a plain file name (letters, digits, _), got {name!r}")
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
@@ -145,7 +149,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         """Validate, record the step in ``history`` and, for select=best, keep the weights when they are the best."""
         nonlocal best
         psnr = validate(model, val_clean, val_noisy, cfg.data.val_sigma)
-        history.append({"step": done, "time_s": time.perf_counter() - t0, "val_psnr": psnr, **logs})
+        logged = {key: float(value) for key, value in logs.items()}  # the one wait for the device per validation
+        history.append({"step": done, "time_s": time.perf_counter() - t0, "val_psnr": psnr, **logged})
+        bar.set_postfix({"val_psnr": f"{psnr:.2f}", **{key: f"{value:.4g}" for key, value in logged.items()}})
         if cfg.select == "best" and (best is None or psnr > best["val_psnr"]):
             best = {"step": done, "val_psnr": psnr, "model": copy.deepcopy(model.state_dict())}
         return psnr
@@ -169,7 +175,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         done = step + 1
         if ranks.main and (done % cfg.val_every == 0 or done == cfg.steps):
             psnr = validation(done, logs)
-        bar.set_postfix(loss=f"{logs['loss']:.4g}", val_psnr=f"{psnr:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             streams = parallel.gather(random_state(sampler), ranks)
             if ranks.main:
@@ -193,8 +198,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         selected, psnr = best["step"], best["val_psnr"]
     record = {
         "name": name,
-        "recipe": HydraConfig.get().runtime.choices["recipe"] if HydraConfig.initialized() else None,
-        "trainer": HydraConfig.get().runtime.choices["trainer"] if HydraConfig.initialized() else None,
+        "recipe": composed_from.get("recipe"),
+        "trainer": composed_from.get("trainer"),
         "steps": cfg.steps,
         "selected_step": selected,  # the step whose weights these are (select=best: the best validation PSNR)
         "wall_time_s": wall,
@@ -206,7 +211,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         "split": split.as_dict(),
         "history": history,
         "lipschitz": lipschitz_record(model, val_clean, val_noisy, cfg.certify_points, cfg.data.val_sigma),
-        "train_config": OmegaConf.to_container(cfg, resolve=True),
+        "train_config": own_keys(cfg),
     }
     manifest = weights.save(model.cpu(), run_dir / f"{name}.pt", record)
     if cfg.ship:

@@ -17,9 +17,11 @@ import torch
 from skimage import io
 
 from pnp import weights
+from pnp.cli import Composer
 from pnp.data import HELD_OUT, TEST, TRAIN, VALIDATION, PatchSampler, make_split, training_images
 from pnp.denoisers import LPN
 from pnp.errors import ConfigError
+from pnp.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TRAIN = [
@@ -46,18 +48,23 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def trained(folder: Path, *overrides: str) -> dict:
+    """``python -m pnp.train <overrides> hydra.run.dir=<folder>``'s manifest, trained in this process (a subprocess
+    costs seconds of imports); the command line itself is tested by the resume and kill tests."""
+    return train(Composer("train")(list(overrides)), folder)
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     """Tiny dncnn, euler, lpn and crr trained for 4 steps each (weights + manifest + checkpoint)."""
     out = {}
     for name, net in TINY_NET.items():
-        folder = tmp_path_factory.mktemp(name)
-        run("pnp.train", f"denoiser={name}", "steps=4", *net, *TINY_TRAIN, f"hydra.run.dir={folder}")
-        out[name] = folder
+        out[name] = tmp_path_factory.mktemp(name)
+        trained(out[name], f"denoiser={name}", "steps=4", *net, *TINY_TRAIN)
     return out
 
 
-def test_noise_conditional_ridge_regularizer_trains_from_the_command_line(tiny_runs):
+def test_noise_conditional_ridge_regularizer_trains(tiny_runs):
     manifest = json.loads((tiny_runs["crr"] / "crr.json").read_text())
     assert manifest["target"] == "pnp.denoisers.ridge.RidgeRegularizer" and manifest["recipe"] == "crr_cpu"
     assert manifest["train_config"]["data"]["log_uniform"] and math.isfinite(manifest["val_psnr"])
@@ -159,17 +166,8 @@ def test_train_resumes_from_its_checkpoint(tiny_runs, tmp_path):
 
 
 def test_a_pnn_trains_with_the_lifted_bregman_trainer(tmp_path):
-    run(
-        "pnp.train",
-        "denoiser=pnn",
-        "trainer=bregman",
-        "steps=2",
-        "net.layers=2",
-        "net.features=4",
-        *TINY_TRAIN,
-        f"hydra.run.dir={tmp_path}",
-    )
-    manifest = json.loads((tmp_path / "pnn.json").read_text())
+    args = ["denoiser=pnn", "trainer=bregman", "steps=2", "net.layers=2", "net.features=4", *TINY_TRAIN]
+    manifest = trained(tmp_path, *args)
     assert manifest["trainer"] == "bregman" and manifest["recipe"] == "pnn_cpu"
     assert manifest["train_config"]["objective"]["_target_"] == "pnp.losses.LiftedBregman"
     (last,) = manifest["history"]
@@ -286,13 +284,13 @@ def test_select_best_ships_the_weights_of_the_best_validation_step(tmp_path):
     """Early stopping on the validation images: ``select=best`` keeps the best validation PSNR's weights (and says
     which step they are from); the default keeps the last step's. ``weights_name`` names the files (a second set of
     weights of one prior)."""
-    args = ["denoiser=crr", "steps=6", "select=best", *TINY_NET["crr"], *TINY_TRAIN, f"hydra.run.dir={tmp_path}"]
-    proc = run("pnp.train", *args, "optim.lr=0.3", "weights_name=crr_best")  # lr too large: PSNR peaks at step 2
-    manifest = json.loads((tmp_path / "crr_best.json").read_text())
+    args = ["denoiser=crr", "steps=6", "select=best", *TINY_NET["crr"], *TINY_TRAIN]
+    manifest = trained(tmp_path, *args, "optim.lr=0.3", "weights_name=crr_best")  # lr too large: PSNR peaks at step 2
+    assert manifest == json.loads((tmp_path / "crr_best.json").read_text())
     assert manifest["name"] == "crr_best" and manifest["file"] == "crr_best.pt"
     scores = {h["step"]: h["val_psnr"] for h in manifest["history"]}
     best_step = max(scores, key=scores.get)
-    assert manifest["selected_step"] == best_step and manifest["val_psnr"] == scores[best_step], proc.stdout
+    assert manifest["selected_step"] == best_step and manifest["val_psnr"] == scores[best_step], scores
     last = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
     shipped = weights.load(tmp_path / "crr_best.pt").state_dict()
     assert best_step != 6 and not all(torch.equal(shipped[k], last[k]) for k in last)
@@ -301,9 +299,8 @@ def test_select_best_ships_the_weights_of_the_best_validation_step(tmp_path):
 def test_select_best_lets_the_starting_weights_compete(tmp_path):
     """With init_from, the starting weights are validated first (step 0): a fine-tune that only makes them worse
     ships them unchanged."""
-    args = ["denoiser=dncnn", "init_from=dncnn", "steps=2", "select=best", *TINY_TRAIN, f"hydra.run.dir={tmp_path}"]
-    run("pnp.train", *args, "optim.lr=1.0", "optim.grad_clip=100")  # a destructive step
-    manifest = json.loads((tmp_path / "dncnn.json").read_text())
+    args = ["denoiser=dncnn", "init_from=dncnn", "steps=2", "select=best", *TINY_TRAIN]
+    manifest = trained(tmp_path, *args, "optim.lr=1.0", "optim.grad_clip=100")  # a destructive step
     assert [h["step"] for h in manifest["history"]] == [0, 2] and manifest["selected_step"] == 0
     start, shipped = weights.pretrained("dncnn").state_dict(), weights.load(tmp_path / "dncnn.pt").state_dict()
     assert all(torch.equal(start[k], shipped[k]) for k in start)
@@ -314,8 +311,7 @@ def test_init_from_takes_a_weights_path_of_a_previous_run(tiny_runs, tmp_path):
     first run ended with."""
     first = tiny_runs["dncnn"] / "dncnn.pt"
     args = ["denoiser=dncnn", f"init_from={first}", "steps=2", "select=best", *TINY_NET["dncnn"], *TINY_TRAIN]
-    run("pnp.train", *args, f"hydra.run.dir={tmp_path}")
-    history = json.loads((tmp_path / "dncnn.json").read_text())["history"]
+    history = trained(tmp_path, *args)["history"]
     before = json.loads(first.with_suffix(".json").read_text())["val_psnr"]
     assert history[0]["step"] == 0 and history[0]["val_psnr"] == pytest.approx(before, abs=1e-4)
     with pytest.raises(ConfigError, match="no shipped weights named"):
