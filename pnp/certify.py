@@ -162,6 +162,21 @@ def table(cert: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def caveats(cert: dict[str, Any]) -> list[str]:
+    """What weakens a PASS: a config that promises no bound (nothing was checked), and power iterations stopped by
+    ``n_iter`` before ``tol`` (their Jacobian norms are lower bounds further below the maximum)."""
+    notes = []
+    if not cert["checks"]:
+        notes.append(f"{cert['denoiser']} promises no bound (no `expect` in its config): nothing was checked")
+    short = sum(not p["power_converged"] for p in cert["points"])
+    if short:
+        notes.append(
+            f"the power iteration stopped at n_iter={cert['settings']['n_iter']} before tol at {short} of "
+            f"{len(cert['points'])} points: the Lipschitz estimates there are looser lower bounds (raise n_iter)"
+        )
+    return notes
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="certify")
 def main(cfg: DictConfig) -> None:
     with user_errors():
@@ -170,6 +185,8 @@ def main(cfg: DictConfig) -> None:
     (run_dir / "certificate.json").write_text(json.dumps(cert, indent=2))
     log.info(table(cert))
     log.info(f"certificate: {run_dir / 'certificate.json'}")
+    for caveat in caveats(cert):
+        log.warning(caveat)
     if not cert["passed"]:
         failed = "; ".join(c["check"] for c in cert["checks"] if not c["passed"])
         log.error(f"certificate failed: {failed}")

@@ -6,6 +6,7 @@ scripts); nothing here reads the command line.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from pnp.io import DATA_SUFFIXES, IMAGE_SUFFIXES, files_in, image_tensor, read_d
 from pnp.problems import DEFAULT_KERNEL_SIZE, Measured, Problem
 from pnp.schemes import Scheme
 
+log = logging.getLogger("pnp")
 CONFIGS = Path(__file__).resolve().parent / "configs"  # package data: in the wheel too
 TUNED = CONFIGS / "tuned"  # <problem>_<denoiser>.yaml written by ``pnp.tune tune.ship=true``
 
@@ -40,8 +42,20 @@ def choices(cfg: DictConfig) -> dict[str, str | None]:
 
 
 #: the entry points' own keys of a fixed type (the objects' keys are checked where they are built, with their ranges)
-FLAGS = ("strict", "plots", "sweep_fails_on_divergence", "ship", "resume", "image.gray", "monitor.progress")
-INTEGERS = ("seed", "steps", "image.size", "batch_size")
+FLAGS = (
+    "strict",
+    "plots",
+    "sweep_fails_on_divergence",
+    "ship",
+    "resume",
+    "image.gray",
+    "monitor.progress",
+    "monitor.track_fidelity",
+    "tune.ship",
+    "tune.require_converged",
+    "tune.keep_better",
+)
+INTEGERS = ("seed", "steps", "image.size", "batch_size", "tune.points", "tune.rounds")
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -270,6 +284,11 @@ def apply_tuned(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), fo
         return None
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     tuned = OmegaConf.load(path)
+    if "denoiser.model.path" in given:
+        log.warning(
+            f"{path.name} was tuned with the shipped weights; your weights (denoiser.model.path) run its setting as "
+            "it is: tune them with python -m pnp.tune … denoiser.model.name=null +denoiser.model.path=…"
+        )
     with open_dict(cfg):
         for key, value in tuned.get("denoiser", {}).items():
             if key == "model":  # the weights: unless the command line names its own (a name or a path)

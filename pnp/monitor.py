@@ -24,6 +24,7 @@ from pnp.tensors import batch_norm, batch_psnr, per_element
 
 PROGRESS_DELAY_S = 2.0
 MIN_STAGNATION_ITERS = 40  # shorter runs are not judged stagnant: early c_k of slow schemes can sit near c_1
+STILL_FALLING = 0.99  # c_k still falling by more than 1 % from one eighth of the run to the next: not stagnant
 
 
 @dataclass
@@ -142,10 +143,11 @@ class ConvergenceMonitor:
     Stops when every batch element has c_k < ``tol`` (checked every ``check_every`` iterations) or at
     ``max_iter``. Declares divergence when a residual is NaN/Inf or exceeds ``divergence_factor`` times the first
     residual, and stagnation when a run of at least ``MIN_STAGNATION_ITERS`` iterations ends with c_k, over its
-    last quarter, never below ``stagnation`` times its first value (an iteration that is not contracting: e.g. PGD
-    on a non-smooth fidelity). A diverged element's result is its iterate at the last check point before the
-    blow-up (:meth:`good_iterate`), the one before the first residual that blew up: the monitor keeps references
-    to the iterates since the last check point (schemes make a new tensor per iterate), no copies.
+    last quarter, never below ``stagnation`` times its first value and no longer falling (an iteration that is not
+    contracting: e.g. PGD on a non-smooth fidelity; :meth:`stagnated`). A diverged element's result is its iterate
+    at the last check point before the blow-up (:meth:`good_iterate`), the one before the first residual that blew
+    up: the monitor keeps references to the iterates since the last check point (schemes make a new tensor per
+    iterate), no copies.
     """
 
     def __init__(
@@ -329,12 +331,17 @@ class ConvergenceMonitor:
 
     def stagnated(self, k: int) -> list[bool]:
         """Per element: its c_k stayed ≥ ``stagnation`` × c_1 over the last quarter of a run of ≥
-        ``MIN_STAGNATION_ITERS`` iterations (one host read, at the end of the run only)."""
-        if k + 1 < MIN_STAGNATION_ITERS:
+        ``MIN_STAGNATION_ITERS`` iterations and is no longer falling: the mean c_k over the run's last eighth is
+        at least ``STILL_FALLING`` × the mean over the eighth before (a slow but steady iteration cut short by
+        ``max_iter`` is not stagnant). One host read, at the end of the run only."""
+        n = k + 1
+        if n < MIN_STAGNATION_ITERS:
             return [False] * self._residual.shape[1]
-        first = self._residual[0]
-        tail = self._residual[(3 * (k + 1)) // 4 : k + 1].amin(dim=0)
-        return ((tail >= self.stagnation * first) & (first > 0)).tolist()
+        c = self._residual[:n]
+        first, tail = c[0], c[(3 * n) // 4 :].amin(dim=0)
+        eighth = n // 8
+        falling = c[n - eighth :].mean(dim=0) < STILL_FALLING * c[n - 2 * eighth : n - eighth].mean(dim=0)
+        return ((tail >= self.stagnation * first) & (first > 0) & ~falling).tolist()
 
     def good_iterate(self) -> torch.Tensor:
         """The result: each element's last iterate, except for elements that diverged, which get their last iterate

@@ -50,14 +50,14 @@ class RunSummary:
     """One run's figures per batch element, the one summary of the command line (metrics.json) and the benchmarks.
     psnr, ssim: None without a ground truth; converged: c_k < tol at the last iteration (what stops the monitor),
     and the result not refuted by the scheme's stationarity check (:meth:`pnp.monitor.History.require_stationary`);
-    iterations_to_tol: the first iteration from which c_k stays below tol; residual_monotone: c_k never rose after
-    ``MONOTONE_AFTER`` iterations (relative slack ``MONOTONE_SLACK``); objective_monotone: F(x_k) never rose
-    (explicit priors, slack ``OBJECTIVE_SLACK``)."""
+    iterations_to_tol: the first iteration from which c_k stays below tol (None where it never does);
+    residual_monotone: c_k never rose after ``MONOTONE_AFTER`` iterations (relative slack ``MONOTONE_SLACK``);
+    objective_monotone: F(x_k) never rose (explicit priors, slack ``OBJECTIVE_SLACK``)."""
 
     psnr: list[float] | None
     ssim: list[float] | None
     converged: list[bool]
-    iterations_to_tol: list[int]
+    iterations_to_tol: list[int | None]
     residual_monotone: list[bool]
     objective_monotone: list[bool] | None
     diverged: bool
@@ -66,14 +66,14 @@ class RunSummary:
     @staticmethod
     def of(problem: Problem, result: Result) -> RunSummary:
         x, ref, h = result.x.clamp(0, 1), problem.x_true, result.history
-        its = iterations_to_tol(h.rel_residual, h.tol)
+        its = [int(i) if i > 0 else None for i in iterations_to_tol(h.rel_residual, h.tol).tolist()]
         rise = largest_increase(h.rel_residual, MONOTONE_AFTER)
         up = None if h.objective is None else largest_increase(h.objective)
         return RunSummary(
             psnr=None if ref is None else batch_psnr(x, ref).tolist(),
             ssim=None if ref is None else batch_ssim(x, ref).tolist(),
-            converged=[bool(i > 0) and ok for i, ok in zip(its.tolist(), h.stationary, strict=True)],
-            iterations_to_tol=its.tolist(),
+            converged=[i is not None and ok for i, ok in zip(its, h.stationary, strict=True)],
+            iterations_to_tol=its,
             residual_monotone=(rise <= MONOTONE_SLACK).tolist(),
             objective_monotone=None if up is None else (up <= OBJECTIVE_SLACK).tolist(),
             diverged=h.diverged,

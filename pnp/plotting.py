@@ -207,9 +207,9 @@ def curves_figure(
     styles: Mapping[str, Mapping] | None = None,
     diverged: Collection[str] = (),
 ) -> Figure:
-    """c_k = ‖x_k − x_{k−1}‖/‖x_0‖ (log scale) and PSNR against the iteration (when some run has a PSNR: a ground
-    truth), one line per run (``styles``: line keyword arguments per run, e.g. colour and line style); a panel with
-    the relative objective gap when a run has an explicit objective (key ``objective``). The runs named in
+    """c_k = ‖x_k − x_{k−1}‖/max(‖x_0‖, ‖x_1‖) (log scale) and PSNR against the iteration (when some run has a PSNR:
+    a ground truth), one line per run (``styles``: line keyword arguments per run, e.g. colour and line style); a
+    panel with the relative objective gap when a run has an explicit objective (key ``objective``). The runs named in
     ``diverged`` are drawn, marked with an 'x' at their last point and "(diverged)" in the legend, and cut at the
     PSNR axis, whose limits they do not set."""
     styles = styles or {}
@@ -237,7 +237,9 @@ def curves_figure(
         if label in diverged:
             for ax, ys, lim in drawn:
                 mark_end(ax, curve["iter"], ys, line.get_color(), lim)
-    ax_c.set(xlabel="iteration k", ylabel=r"$c_k=\|x_k-x_{k-1}\|/\|x_0\|$", title="fixed-point residual")
+    ax_c.set(
+        xlabel="iteration k", ylabel=r"$c_k=\|x_k-x_{k-1}\|\,/\,\max(\|x_0\|,\|x_1\|)$", title="fixed-point residual"
+    )
     if ax_p is not None:
         ax_p.set(xlabel="iteration k", ylabel="PSNR (dB)", title="PSNR against ground truth", ylim=limits)
     if ax_f is not None:

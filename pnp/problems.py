@@ -136,7 +136,10 @@ def noise_level(sigma: float | str, measured: Measured | None) -> tuple[float, l
     ys = measured.y.detach().double().cpu().numpy()
     estimates = [float(estimate_sigma(y, channel_axis=0, average_sigmas=True)) for y in ys]
     shown = ", ".join(f"{e:.4g}" for e in estimates)
-    log.info(f"noise_sigma estimated from the measurement: {shown} (MAD of the finest diagonal wavelet band / 0.6745)")
+    log.info(
+        f"noise_sigma estimated from the measurement: {shown} (MAD of the finest diagonal wavelet band / 0.6745); "
+        "the prior's strength stays denoiser.sigma, tuned at the problem config's noise level (set it for this noise)"
+    )
     return sum(estimates) / len(estimates), estimates
 
 
@@ -272,7 +275,7 @@ def deblur(
         shape = (y.shape[1], y.shape[2] + grow[0], y.shape[3] + grow[1])
     like = unknown(x, measured, shape)
     h, w = like.shape[-2:]
-    check(h > kh and w > kw, f"image of {h}×{w} pixels is smaller than the {kh}×{kw} blur kernel")
+    check(h > kh and w > kw, f"image of {h}×{w} pixels must be larger than the {kh}×{kw} blur kernel")
     sigma, estimate = noise_level(noise_sigma, measured)
     noise_m = noise_model(noise, sigma, poisson_gain, generator(seed, like.device))
     if padding == "circular":

@@ -206,21 +206,23 @@ def sweep_figures(runs: list[Run]) -> dict[str, Figure]:
 
 def summarise(folder: Path, out: Path | None = None) -> tuple[list[dict], list[Path]]:
     """Write summary.csv, summary.md and :func:`sweep_figures` for the runs under ``folder``; return the rows and
-    the files written."""
+    the files written. In a run's own folder (it has a metrics.json; a folder run writes its own summary.csv) the
+    tables are sweep_summary.csv and sweep_summary.md."""
     runs = collect(folder)
     out = out or folder
     out.mkdir(parents=True, exist_ok=True)
+    stem = "sweep_summary" if (out / "metrics.json").is_file() else "summary"
     labels = varying_overrides(runs)
     rows = [
         {"overrides": label, **{k: r.metrics.get(k) for k in SUMMARY_COLUMNS[1:]}}
         for label, r in zip(labels, runs, strict=True)
     ]
-    with (out / "summary.csv").open("w", newline="") as f:
+    with (out / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "summary.md").write_text(markdown_table(rows))
-    written = [out / "summary.csv", out / "summary.md"]
+    (out / f"{stem}.md").write_text(markdown_table(rows))
+    written = [out / f"{stem}.csv", out / f"{stem}.md"]
     for name, fig in sweep_figures(runs).items():
         save(fig, out / name)
         written.append(out / name)

@@ -23,7 +23,7 @@ from pnp import parallel, weights
 from pnp.cli import entry, log, user_errors
 from pnp.config import check_keys, choices
 from pnp.data import PatchSampler, centre, make_split, training_images, validation_pairs
-from pnp.errors import check
+from pnp.errors import ConfigError, check
 from pnp.lipschitz import jacobian_spectral_norm
 from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
@@ -82,6 +82,16 @@ def checkpoint_state(step: int, model, opt, sched, streams: list[dict], history:
     }
 
 
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> Any:
+    """``model.load_state_dict(state)``; weights of another network (another width or depth) are a user's
+    mistake: one line naming the first mismatch, not torch's traceback."""
+    try:
+        return model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise ConfigError(f"{source} holds weights of another network: {details[0] if details else err}") from err
+
+
 def own_keys(cfg: DictConfig) -> dict[str, Any]:
     """``cfg`` resolved, without the ``hydra`` node a config composed outside a Hydra run may carry."""
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
@@ -95,6 +105,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     writes and returns the manifest, the others return None."""
     check_keys(cfg)
     check(cfg.select in ("last", "best"), f"select must be last or best, got {cfg.select!r}")
+    check(cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}")
     ranks, device = parallel.join(resolve_device(cfg.device))
     seed_everything(cfg.seed + ranks.rank, device)  # rank 0 draws what a single process draws
     composed_from = choices(cfg)
@@ -103,7 +114,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
         start = starting_weights(str(cfg.init_from))
-        missing, unexpected = model.load_state_dict(start, strict=False)  # shapes are still checked
+        missing, unexpected = load_into(model, start, f"init_from={cfg.init_from}", strict=False)  # shapes checked
         check(not unexpected, f"init_from={cfg.init_from}: {', '.join(unexpected)} have no place in this network")
         if missing:  # e.g. a WCRR from the CRR: its concave spline and scale start from their initialisation
             log.info(f"init_from={cfg.init_from}: {', '.join(missing)} start from their initialisation")
@@ -127,7 +138,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if cfg.resume:
         check(ckpt.is_file(), f"resume=true but there is no checkpoint at {ckpt}")
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        check(
+            state["step"] <= cfg.steps,
+            f"{ckpt} is at step {state['step']}, beyond steps={cfg.steps}: ask for at least as many steps",
+        )
+        load_into(model, state["model"], f"resume=true: {ckpt}")
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         streams = state.get("random", [state])  # checkpoints before pnp.parallel: one process's, at the top

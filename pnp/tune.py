@@ -108,7 +108,10 @@ def converged_in_budget(history: History, cfg: DictConfig) -> bool:
 
 
 def log_grid(low: float, high: float, points: int) -> list[float]:
-    check(0 < low < high and points >= 2, f"need 0 < tune.low < tune.high and tune.points >= 2: {low}, {high}")
+    check(
+        0 < low < high and points >= 2,
+        f"need 0 < tune.low < tune.high and tune.points >= 2, got low={low}, high={high}, points={points}",
+    )
     return [low * (high / low) ** (i / (points - 1)) for i in range(points)]
 
 
@@ -138,6 +141,23 @@ def search(cfg: DictConfig, problem: Problem, evaluations: list[dict[str, Any]])
         ),
     )
     return best
+
+
+def caveats(cfg: DictConfig, best: dict[str, Any], evaluations: list[dict[str, Any]]) -> list[str]:
+    """What to doubt in a best value: it lies at an end of the values searched (the optimum may lie beyond; not at
+    the parameter's own bound, e.g. θ = 1), or its run did not reach monitor.tol within monitor.max_iter."""
+    param, values = cfg.tune.param, sorted(e["value"] for e in evaluations)
+    notes = []
+    if len(values) > 1 and best["value"] == values[0]:
+        notes.append(f"the best {param} is the smallest searched: the optimum may lie below (lower tune.low)")
+    if len(values) > 1 and best["value"] == values[-1] and best["value"] < UPPER.get(param, math.inf):
+        notes.append(f"the best {param} is the largest searched: the optimum may lie above (raise tune.high)")
+    if not best.get("converged", True):
+        notes.append(
+            f"the best {param} did not reach monitor.tol within {cfg.monitor.max_iter} iterations "
+            "(tune.require_converged=true scores such values -inf)"
+        )
+    return notes
 
 
 def tuned_file(cfg: DictConfig) -> Path:
@@ -177,7 +197,12 @@ def tuned_setting(cfg: DictConfig, best: dict[str, Any]) -> dict[str, Any]:
     start = tuned_start(cfg)
     if start is not None:  # tuned from another start than the problem config's (pnp.config.apply_tuned sets it)
         setting["problem"] = {"init": start}
-    return {**setting, "validation_psnr": round(float(best["psnr"]), 3)}
+    return {
+        **setting,
+        "validation_psnr": round(float(best["psnr"]), 3),
+        "validation_size": cfg.image.size,  # what validation_psnr was measured at: beats_shipped compares only alike
+        "validation_max_iter": cfg.monitor.max_iter,
+    }
 
 
 def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict[str, Any]) -> None:
@@ -195,11 +220,23 @@ def write_tuned(path: Path, cfg: DictConfig, setting: dict[str, Any], best: dict
 def beats_shipped(path: Path, setting: dict[str, Any], keep_better: bool, min_gain: float = 0.0) -> bool:
     """Whether ``setting`` should replace the tuned file at ``path``: always, unless ``keep_better`` and its
     validation PSNR does not exceed the file's ``validation_psnr`` by more than ``min_gain`` dB (both as written,
-    rounded alike): a default does not move for a gain within the noise of a few validation images."""
-    if not keep_better or not path.is_file():
+    rounded alike): a default does not move for a gain within the noise of a few validation images. PSNRs measured
+    at another image size or iteration budget are not compared: an error with ``keep_better``, else a warning."""
+    if not path.is_file():
         return True
-    shipped = OmegaConf.load(path).get("validation_psnr")
-    return shipped is None or setting["validation_psnr"] > shipped + min_gain
+    shipped = OmegaConf.load(path)
+    unlike = [
+        f"{key}={shipped[key]} there, {setting.get(key)} here"
+        for key in ("validation_size", "validation_max_iter")
+        if shipped.get(key) is not None and shipped[key] != setting.get(key)
+    ]
+    if unlike:
+        check(not keep_better, f"{path} was tuned otherwise ({'; '.join(unlike)}): its validation PSNR is not "
+              "comparable; search alike, or write elsewhere (tune.dir)")  # fmt: skip
+        log.warning(f"replacing {path}, tuned otherwise: {'; '.join(unlike)}")
+    if not keep_better or shipped.get("validation_psnr") is None:
+        return True
+    return setting["validation_psnr"] > shipped.validation_psnr + min_gain
 
 
 def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -237,6 +274,9 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     problem = validation_problem(cfg, device)
     evaluations: list[dict[str, Any]] = []
     best = search(cfg, problem, evaluations)
+    doubts = caveats(cfg, best, evaluations)
+    for doubt in doubts:
+        log.warning(doubt)
     setting = tuned_setting(cfg, best)  # also sets cfg's parameter to the best value for the record below
     path = tuned_file(cfg)
     shipped = bool(cfg.tune.ship) and beats_shipped(path, setting, cfg.tune.keep_better, cfg.tune.min_gain)
@@ -245,6 +285,7 @@ def tune(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "best": best,
         "setting": setting,
         "shipped": shipped,
+        "caveats": doubts,
         "evaluations": sorted(evaluations, key=lambda e: e["value"]),
         "validation_images": list(make_split().validation),
         "config": OmegaConf.to_container(cfg, resolve=True),

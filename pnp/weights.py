@@ -75,6 +75,7 @@ def save(model: Denoiser, weights: Path, record: dict[str, Any]) -> dict[str, An
 
 def manifest_of(weights: Path) -> dict[str, Any]:
     file = weights.with_suffix(".json")
+    check(weights.is_file() or file.is_file(), f"weights file {weights} not found")
     check(file.is_file(), f"no manifest {file} next to the weights {weights}")
     manifest = json.loads(file.read_text())
     check(isinstance(manifest, dict), f"manifest {file} is not a JSON object")

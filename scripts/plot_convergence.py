@@ -3,7 +3,7 @@
 python scripts/plot_convergence.py multirun/2026-11-22/10-00-00 [--out folder]
 
 The figures' names are ones no run writes, so pointing the script at a single run's folder leaves the run's own
-convergence.png alone.
+convergence.png alone; there the tables are sweep_summary.csv/.md (a folder run writes its own summary.csv).
 """
 
 from __future__ import annotations

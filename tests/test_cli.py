@@ -174,8 +174,9 @@ def test_sweep_and_plot_script(tmp_path):
     for name in ("summary.csv", "summary.md", "sweep_convergence.png"):
         assert (sweep / name).stat().st_size > 0
     code, _, err = run_entry_point(plot_here, ["plot_convergence.py", str(runs[0])])  # here: one process is enough
-    assert code == 0, err  # a single run's folder: its own figure stays
-    assert (runs[0] / "sweep_convergence.png").exists()
+    assert code == 0, err  # a single run's folder: its own figure stays, and its tables are named apart
+    assert (runs[0] / "sweep_convergence.png").exists() and (runs[0] / "sweep_summary.csv").exists()
+    assert not (runs[0] / "summary.csv").exists()
     assert all((run / "convergence.png").read_bytes() == figure for run, figure in own.items())
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))

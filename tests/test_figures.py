@@ -186,12 +186,14 @@ def test_one_swept_number_with_two_values_gets_its_plot(tmp_path):
 
 def test_summarising_a_single_run_leaves_its_own_figures_alone(tmp_path):
     run = fake_run(tmp_path, ["+problem=deblur"], [20.0, 25.0])
-    for name in ("convergence.png", "reconstruction.png"):
+    own = ("convergence.png", "reconstruction.png", "summary.csv")  # summary.csv: a folder run's own table
+    for name in own:
         (run / name).write_bytes(b"the run's own figure")
         os.utime(run / name, (1_000_000_000, 1_000_000_000))
     rows, written = summarise(run)
-    assert len(rows) == 1 and {p.name for p in written} == {"summary.csv", "summary.md", "sweep_convergence.png"}
-    for name in ("convergence.png", "reconstruction.png"):
+    assert len(rows) == 1
+    assert {p.name for p in written} == {"sweep_summary.csv", "sweep_summary.md", "sweep_convergence.png"}
+    for name in own:
         assert (run / name).read_bytes() == b"the run's own figure"
         assert (run / name).stat().st_mtime == 1_000_000_000
     assert (run / "sweep_convergence.png").read_bytes().startswith(b"\x89PNG")

@@ -136,3 +136,12 @@ def test_strict_refuses_what_no_theorem_covers_and_results_carry_the_verdict():
     with pytest.raises(ConfigError, match="no convergence theorem"):
         ADMM(strict=True).run(*args, sigma=None, norm=problem.norm, monitor=monitor, guarantee=NONEXPANSIVE)
     assert PGD().run(*args, sigma=None, norm=problem.norm, monitor=monitor).verdict is None  # no class given: no claim
+
+
+def test_a_denoiser_of_no_class_runs_with_a_warning(caplog):
+    """Without ``strict`` a run that no theorem covers warns, a denoiser declared ``none`` (dncnn, bm3d) included."""
+    problem = deblur(small_image(16), seed=0)
+    monitor = ConvergenceMonitor(max_iter=3, progress=False)
+    result = PGD().solve(problem, ShrinkDenoiser(0.1), sigma=None, monitor=monitor, guarantee=Guarantee("none"))
+    assert not result.verdict.covered
+    assert "no convergence theorem covers this run" in caplog.text and "not guaranteed" in caplog.text

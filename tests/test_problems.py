@@ -91,7 +91,7 @@ def test_ct_default_init_is_fbp():
         (deblur, {"noise_sigma": math.nan}, "noise_sigma"),
         (deblur, {"noise_sigma": math.inf}, "noise_sigma"),
         (deblur, {"kernel": "disk"}, "kernel"),
-        (deblur, {"kernel": "uniform", "kernel_size": 41}, "smaller than the 41×41 blur kernel"),
+        (deblur, {"kernel": "uniform", "kernel_size": 41}, "must be larger than the 41×41 blur kernel"),
         (deblur, {"kernel_size": 4}, "odd"),
         (deblur, {"padding": "zeros"}, "padding"),
         (deblur, {"blur_sigma": 0.0}, "blur_sigma"),

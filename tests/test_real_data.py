@@ -279,7 +279,10 @@ def bad_files(folder: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["+problem=deblur", "measurement.path={blurred}", "problem.kernel_path={big}"], ["smaller than the 41×41"]),
+        (
+            ["+problem=deblur", "measurement.path={blurred}", "problem.kernel_path={big}"],
+            ["must be larger than the 41×41"],
+        ),
         (["+problem=deblur", "measurement.path={blurred}", "problem.kernel_path={negative}"], ["negative entries"]),
         (["+problem=deblur", "measurement.path={blurred}", "problem.kernel_path={cube}"], ["must be a 2-D array"]),
         (

@@ -64,6 +64,18 @@ def test_pgd_on_l1_with_a_forced_step_is_reported_stagnant():
     assert "stagnated" in result.history.message
 
 
+def test_a_steady_run_cut_short_by_max_iter_is_not_called_stagnant():
+    """c_k 2 % below c_1 at the end, yet falling steadily (CT with TV from the FBP start at a shortened budget):
+    not converged, not stagnant; the same level without the fall is."""
+    mon = monitor(200)
+    mon.start(torch.ones(1, 1, 4, 4))
+    steady = 1.0 - 0.001 * torch.arange(200.0)  # 1 → 0.8: above 0.5 c_1 throughout, 2.5 % down per eighth
+    mon._residual[:200, 0] = steady
+    assert mon.stagnated(199) == [False]
+    mon._residual[:200, 0] = 1.0 + 0.1 * (-1.0) ** torch.arange(200.0)  # oscillating at a constant level
+    assert mon.stagnated(199) == [True]
+
+
 def test_a_slowly_converging_run_is_not_called_stagnant():
     problem = deblur(small_image(16), seed=0)
     result = PGD().run(
@@ -235,6 +247,8 @@ def test_cli_metrics_and_benchmark_rows_share_one_summary():
     assert m["converged"] == all(s.converged) == result.converged
     assert m["converged_per_image"] == s.converged and m["iterations_to_tol"] == s.iterations_to_tol
     assert m["psnr_per_image"] == s.psnr and m["ssim"] == pytest.approx(sum(s.ssim) / 2)
+    short = metrics(problem, PGD().solve(problem, ShrinkDenoiser(0.1), sigma=0.0, monitor=monitor(3, 1e-5)))
+    assert short["iterations_to_tol"] == [None, None] and short["converged_per_image"] == [False, False]
 
 
 def test_seeding_asks_for_deterministic_kernels_on_a_gpu(monkeypatch):

@@ -17,6 +17,7 @@ import torch
 from skimage import io
 
 from pnp import weights
+from pnp.certify import caveats
 from pnp.cli import Composer
 from pnp.data import HELD_OUT, TEST, TRAIN, VALIDATION, PatchSampler, make_split, training_images
 from pnp.denoisers import LPN
@@ -165,6 +166,23 @@ def test_train_resumes_from_its_checkpoint(tiny_runs, tmp_path):
     assert fresh.returncode == 2 and "no checkpoint" in fresh.stderr and "Traceback" not in fresh.stderr
 
 
+def test_training_refuses_a_checkpoint_of_another_network_or_beyond_its_steps(tiny_runs, tmp_path):
+    """Mistakes a rerun in a recipe's fixed run folder makes easily: one line each (not torch's traceback, not a
+    manifest whose ``steps`` disagree with its weights), nothing written."""
+    folder = tmp_path / "resume"
+    shutil.copytree(tiny_runs["dncnn"], folder)
+    before = (folder / "dncnn.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"resume=true: .*checkpoint.pt holds weights of another network: size"):
+        trained(folder, "denoiser=dncnn", "steps=6", "resume=true", "net.depth=3", "net.width=8", *TINY_TRAIN)
+    with pytest.raises(ConfigError, match=r"checkpoint.pt is at step 4, beyond steps=3"):
+        trained(folder, "denoiser=dncnn", "steps=3", "resume=true", *TINY_NET["dncnn"], *TINY_TRAIN)
+    with pytest.raises(ConfigError, match="steps must be at least 1, got 0"):
+        trained(folder, "denoiser=dncnn", "steps=0", *TINY_NET["dncnn"], *TINY_TRAIN)
+    with pytest.raises(ConfigError, match=r"init_from=.*dncnn.pt holds weights of another network: size"):
+        trained(tmp_path / "init", "denoiser=dncnn", f"init_from={folder / 'dncnn.pt'}", "steps=2", *TINY_TRAIN)
+    assert (folder / "dncnn.json").read_bytes() == before and not (tmp_path / "init" / "dncnn.pt").exists()
+
+
 def test_a_pnn_trains_with_the_lifted_bregman_trainer(tmp_path):
     args = ["denoiser=pnn", "trainer=bregman", "steps=2", "net.layers=2", "net.features=4", *TINY_TRAIN]
     manifest = trained(tmp_path, *args)
@@ -200,6 +218,14 @@ def test_certify_writes_its_certificate(tiny_runs, tmp_path):
     assert cert["passed"] and cert["checks"][0]["check"].startswith("max lip_D")
     assert cert["layer_bound"]["max_tau_bound2_over_2"] <= 1.0
     assert "PASS" in proc.stdout and "Lip(D)" in proc.stdout
+
+
+def test_certify_names_what_weakens_a_pass():
+    points = [{"power_converged": True}, {"power_converged": False}]
+    cert = {"denoiser": "dncnn", "checks": [], "points": points, "settings": {"n_iter": 5}}
+    nothing, loose = caveats(cert)
+    assert "nothing was checked" in nothing and "n_iter=5 before tol at 1 of 2 points" in loose
+    assert caveats({**cert, "checks": [{"passed": True}], "points": points[:1]}) == []
 
 
 def test_certify_checks_a_noise_conditional_prior_at_several_strengths_and_fails_loudly(tiny_runs, tmp_path):

@@ -14,7 +14,8 @@ from conftest import as_the_cli
 from omegaconf import OmegaConf
 
 from pnp.config import CONFIGS, apply_tuned, composed, label, tuned_path
-from pnp.tune import beats_shipped, converged_in_budget, log_grid, report, tuned_setting, weights_mismatch
+from pnp.errors import ConfigError
+from pnp.tune import beats_shipped, caveats, converged_in_budget, log_grid, report, tuned_setting, weights_mismatch
 from pnp.tune import tune as run_tune
 from pnp.weights import SHIPPED
 
@@ -44,6 +45,19 @@ def test_log_grid():
     assert len(grid) == 3 and math.isclose(grid[1], 0.01) and math.isclose(grid[-1], 0.1)
 
 
+def test_the_tuner_doubts_a_best_value_at_an_end_of_its_search_or_unconverged():
+    cfg = composed("+problem=deblur", "denoiser=tv", config="tune")
+    runs = [{"value": v, "psnr": p, "converged": True} for v, p in [(0.01, 30.0), (0.02, 31.0), (0.04, 29.0)]]
+    assert caveats(cfg, runs[1], runs) == []
+    (low,) = caveats(cfg, runs[0], runs)
+    assert low.startswith("the best denoiser.sigma is the smallest searched")
+    high, unconverged = caveats(cfg, {**runs[2], "converged": False}, runs)
+    assert "largest searched" in high and "did not reach monitor.tol within 2000 iterations" in unconverged
+    theta = composed("+problem=deblur", "denoiser=euler", "tune.param=denoiser.theta", config="tune")
+    at_one = [{"value": 0.5, "psnr": 30.0, "converged": True}, {"value": 1.0, "psnr": 31.0, "converged": True}]
+    assert caveats(theta, at_one[1], at_one) == []  # θ = 1 is θ's own bound, not the end of a search
+
+
 def test_keep_better_needs_more_than_the_minimum_gain(tmp_path):
     path = tmp_path / "deblur_crr.yaml"
     path.write_text("denoiser:\n  sigma: 0.01\nvalidation_psnr: 33.135\n")
@@ -52,6 +66,18 @@ def test_keep_better_needs_more_than_the_minimum_gain(tmp_path):
     assert beats_shipped(path, {"validation_psnr": 33.2}, keep_better=True, min_gain=0.02)
     assert beats_shipped(path, {"validation_psnr": 30.0}, keep_better=False, min_gain=0.02)
     assert beats_shipped(tmp_path / "absent.yaml", {"validation_psnr": 30.0}, keep_better=True, min_gain=0.02)
+
+
+def test_validation_psnrs_of_another_image_size_or_budget_are_not_compared(tmp_path, caplog):
+    """A search at 32² scores higher than the shipped 128² one and would have replaced it."""
+    path = tmp_path / "deblur_tv.yaml"
+    path.write_text("denoiser:\n  sigma: 0.01\nvalidation_psnr: 32.97\nvalidation_size: 128\n")
+    small = {"validation_psnr": 33.39, "validation_size": 32, "validation_max_iter": 2000}
+    with pytest.raises(ConfigError, match=r"tuned otherwise \(validation_size=128 there, 32 here\)"):
+        beats_shipped(path, small, keep_better=True)
+    assert beats_shipped(path, small, keep_better=False)  # tune.ship=true alone writes, and says so
+    assert "replacing" in caplog.text and "validation_size=128 there, 32 here" in caplog.text
+    assert beats_shipped(path, {**small, "validation_size": 128}, keep_better=True)  # alike: compared
 
 
 def test_converge_within_wants_a_margin_on_the_iteration_budget():
@@ -104,6 +130,14 @@ def test_blind_denoisers_tune_theta_and_mistakes_are_one_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     values = [e["value"] for e in json.loads((tmp_path / "b" / "tune.json").read_text())["evaluations"]]
     assert max(values) <= 1.0
+
+
+@pytest.mark.parametrize("flag", ["tune.ship", "tune.require_converged", "tune.keep_better"])
+def test_a_tuning_flag_that_is_not_true_or_false_is_refused_before_anything_is_written(flag, tmp_path):
+    """``tune.ship=maybe`` was read as true and overwrote the shipped tuned file."""
+    proc = tune("+problem=deblur", "denoiser=tv", f"{flag}=maybe", f"tune.dir={tmp_path}", run_dir=tmp_path / "run")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {flag} must be true or false, got 'maybe'"
+    assert not any(tmp_path.glob("*.yaml"))
 
 
 def test_tuning_refuses_data_of_its_own(tmp_path):
@@ -185,6 +219,13 @@ def test_a_tuned_file_can_name_other_weights_of_its_prior(tmp_path):
     assert cfg.denoiser.sigma == 0.01 and label(cfg).endswith("wcrr(σ=0.01,weights=crr)")
     apply_tuned(own, ("denoiser.model.name=wcrr",), tmp_path)
     assert own.denoiser.model.name == "wcrr"
+
+
+def test_weights_of_ones_own_run_the_tuned_setting_with_a_warning(caplog):
+    mine = ("denoiser.model.name=null", "+denoiser.model.path=/data/mine.pt")
+    cfg = composed("+problem=deblur", "denoiser=euler_conditional", *mine)
+    assert apply_tuned(cfg, mine) is not None and cfg.denoiser.model.path == "/data/mine.pt"
+    assert "deblur_euler_conditional.yaml was tuned with the shipped weights" in caplog.text
 
 
 def test_a_search_of_other_weights_than_the_tuned_files_says_so(tmp_path):

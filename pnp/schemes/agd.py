@@ -155,8 +155,8 @@ class AGD(Scheme):
         prior = ctx.denoiser
         if not (hasattr(prior, "grad") and hasattr(prior, "cost") and hasattr(prior, "grad_lipschitz")):
             raise ConfigError(
-                f"scheme=agd needs an explicit prior with a gradient and a cost (denoiser=crr or wcrr, theta=1), "
-                f"got {type(prior).__name__}"
+                "scheme=agd needs an explicit prior with a gradient and a cost "
+                f"(denoiser=crr, wcrr or gs_dncnn, theta=1), got {type(prior).__name__}"
             )
         x0 = self.project(x0)
         bound = prior.grad_lipschitz(ctx.sigma, x0)

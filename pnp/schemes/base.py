@@ -232,7 +232,7 @@ class Scheme(ABC):
             verdict = self.verdict(guarantee, None if lipschitz is None else gamma * lipschitz)
             bounded = getattr(denoiser, "bounded_below", None)
             verdict = bounded_objective(verdict, bounded is None or bounded(sigma))
-            if not verdict.covered and (self.strict or guarantee.kind != "none"):
+            if not verdict.covered:
                 self.violation(f"no convergence theorem covers this run: {verdict.conditions}")
         explicit = guarantee is not None and guarantee.kind in EXPLICIT and hasattr(denoiser, "cost")
         ctx = Context(y, physics, fidelity, denoiser, sigma, gamma, monitor, explicit, lipschitz, norm)
