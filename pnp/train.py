@@ -23,7 +23,7 @@ from pnp import parallel, weights
 from pnp.cli import entry, log, user_errors
 from pnp.config import check_keys, choices
 from pnp.data import PatchSampler, centre, make_split, training_images, validation_pairs
-from pnp.errors import ConfigError, check
+from pnp.errors import check
 from pnp.lipschitz import jacobian_spectral_norm
 from pnp.runtime import resolve_device, seed_everything
 from pnp.tensors import batch_psnr
@@ -82,16 +82,6 @@ def checkpoint_state(step: int, model, opt, sched, streams: list[dict], history:
     }
 
 
-def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> Any:
-    """``model.load_state_dict(state)``; weights of another network (another width or depth) are a user's
-    mistake: one line naming the first mismatch, not torch's traceback."""
-    try:
-        return model.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        raise ConfigError(f"{source} holds weights of another network: {details[0] if details else err}") from err
-
-
 def own_keys(cfg: DictConfig) -> dict[str, Any]:
     """``cfg`` resolved, without the ``hydra`` node a config composed outside a Hydra run may carry."""
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
@@ -114,7 +104,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     model = instantiate(cfg.net).to(device)
     if cfg.init_from:
         start = starting_weights(str(cfg.init_from))
-        missing, unexpected = load_into(model, start, f"init_from={cfg.init_from}", strict=False)  # shapes checked
+        other = f"init_from={cfg.init_from} holds weights of another network"
+        missing, unexpected = weights.load_state(model, start, other, strict=False)  # shapes are still checked
         check(not unexpected, f"init_from={cfg.init_from}: {', '.join(unexpected)} have no place in this network")
         if missing:  # e.g. a WCRR from the CRR: its concave spline and scale start from their initialisation
             log.info(f"init_from={cfg.init_from}: {', '.join(missing)} start from their initialisation")
@@ -142,7 +133,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             state["step"] <= cfg.steps,
             f"{ckpt} is at step {state['step']}, beyond steps={cfg.steps}: ask for at least as many steps",
         )
-        load_into(model, state["model"], f"resume=true: {ckpt}")
+        weights.load_state(model, state["model"], f"resume=true: {ckpt} holds weights of another network")
         opt.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         streams = state.get("random", [state])  # checkpoints before pnp.parallel: one process's, at the top

@@ -231,9 +231,13 @@ def beats_shipped(path: Path, setting: dict[str, Any], keep_better: bool, min_ga
         if shipped.get(key) is not None and shipped[key] != setting.get(key)
     ]
     if unlike:
-        check(not keep_better, f"{path} was tuned otherwise ({'; '.join(unlike)}): its validation PSNR is not "
-              "comparable; search alike, or write elsewhere (tune.dir)")  # fmt: skip
-        log.warning(f"replacing {path}, tuned otherwise: {'; '.join(unlike)}")
+        otherwise = "; ".join(unlike)
+        check(
+            not keep_better,
+            f"{path} was tuned otherwise ({otherwise}): its validation PSNR is not comparable; search alike, or "
+            "write elsewhere (tune.dir)",
+        )
+        log.warning(f"replacing {path}, tuned otherwise: {otherwise}")
     if not keep_better or shipped.get("validation_psnr") is None:
         return True
     return setting["validation_psnr"] > shipped.validation_psnr + min_gain

@@ -106,11 +106,19 @@ def load(weights: Path) -> Denoiser:
     actual = sha256(weights)
     check(actual == expected, f"weights file {weights} is corrupted: sha256 {actual}, expected {expected}")
     model = cls(**manifest["config"])
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except RuntimeError as err:
-        raise ConfigError(f"weights {weights} do not fit {manifest['target']}{manifest['config']}: {err}") from None
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    load_state(model, state, f"weights {weights} do not fit {manifest['target']}{manifest['config']}")
     return model.eval()
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], mismatch: str, strict: bool = True) -> Any:
+    """``model.load_state_dict(state, strict=strict)``; weights of another network (another width or depth) are a
+    user's mistake: ``mismatch`` and the first difference torch names, on one line, not its traceback."""
+    try:
+        return model.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise ConfigError(f"{mismatch}: {details[0] if details else err}") from None
 
 
 def pretrained(
